@@ -1,0 +1,5 @@
+import sys
+
+from nanobot.cli import main
+
+sys.exit(main())

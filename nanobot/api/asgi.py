@@ -1,0 +1,155 @@
+"""The Starlette/ASGI adapter: routes requests to :class:`ChatService` and writes its replies.
+
+Deliberate difference from the aiohttp adapter: a disconnect is detected by listening for
+``http.disconnect`` on ``receive`` for the whole life of a chat request (reading the body first),
+and the request's work is cancelled when it arrives. Plain ASGI only: Starlette's
+``BaseHTTPMiddleware`` would hide the disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Unpack
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from nanobot.agents import Agent
+from nanobot.api.service import ChatService, JSONReply, ServiceOptions, StreamReply
+
+
+def create_asgi_app(
+    agent: Agent,
+    model_name: str = "nanobot",
+    request_timeout: float = 120.0,
+    api_key: str | None = None,
+    **options: Unpack[ServiceOptions],
+) -> Starlette:
+    """A Starlette application serving ``agent`` as ``model_name``."""
+    service = ChatService(
+        agent, model_name=model_name, request_timeout=request_timeout, api_key=api_key, **options
+    )
+
+    async def models(request: Request) -> Response:
+        return _respond(service.list_models(request.headers))
+
+    async def model(request: Request) -> Response:
+        return _respond(service.get_model(request.headers, request.path_params["model_id"]))
+
+    async def health(request: Request) -> Response:
+        return _respond(service.health(request.headers))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            reply = service.method_not_allowed(request.headers, request.method, request.url.path)
+            return _respond(reply, {**(exc.headers or {})})
+        return _respond(service.not_found(request.headers, request.method, request.url.path))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await service.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", ChatEndpoint(service), methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        exception_handlers={404: http_error, 405: http_error},
+        lifespan=lifespan,
+    )
+
+
+def _respond(reply: JSONReply, extra: dict[str, str] | None = None) -> Response:
+    headers = {**reply.headers, **extra} if extra else reply.headers
+    return Response(reply.body, reply.status, headers, media_type="application/json")
+
+
+def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class _Inbox:
+    """Pumps ``receive``: body chunks to :meth:`body`, then returns on ``http.disconnect``."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+
+    async def pump(self) -> None:
+        more = True
+        while True:
+            message: Message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return
+            if more and message["type"] == "http.request":
+                more = bool(message.get("more_body", False))
+                await self._chunks.put(message.get("body", b""))
+                if not more:
+                    await self._chunks.put(None)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._chunks.get()) is not None:
+            yield chunk
+
+
+class ChatEndpoint:
+    """``POST /v1/chat/completions`` as a raw ASGI app, cancelled when the client leaves."""
+
+    def __init__(self, service: ChatService) -> None:
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inbox = _Inbox(receive)
+        listener = asyncio.create_task(inbox.pump())
+        work = asyncio.create_task(self._serve(scope, inbox, send))
+        try:
+            await asyncio.wait((listener, work), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, listener):
+                task.cancel()
+            await asyncio.gather(work, listener, return_exceptions=True)
+        if not work.cancelled():
+            work.result()  # surface a bug to the server's error log rather than losing it
+
+    async def _serve(self, scope: Scope, inbox: _Inbox, send: Send) -> None:
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        declared = int(length) if length and length.isdigit() else None
+        reply = await self._service.chat(headers, inbox.body(), declared)
+        if isinstance(reply, StreamReply):
+            await _send_stream(reply, send)
+        else:
+            await _send_json(reply, send)
+
+
+async def _send_json(reply: JSONReply, send: Send) -> None:
+    headers = _raw_headers({**reply.headers, "content-type": "application/json"})
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _send_stream(reply: StreamReply, send: Send) -> None:
+    start = {"type": "http.response.start", "status": 200, "headers": _raw_headers(reply.headers)}
+    await send(start)
+    try:
+        async with aclosing(reply.chunks) as chunks:
+            async for data in chunks:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    except OSError:
+        return  # the client went away mid-write; the iterator is closed, the agent cancelled
+
+
+__all__: Sequence[str] = ("ChatEndpoint", "create_asgi_app")

@@ -1,0 +1,209 @@
+"""Untrusted request bytes in, a typed :class:`ChatRequest` out, or an error naming the field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from nanobot.api.errors import InvalidRequest, PayloadTooLarge
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+SESSION_HEADERS = ("x-session-id", "x-openwebui-chat-id")
+
+#: Fields we cannot honour: refused with 400 unless they hold their harmless value.
+_REFUSED: dict[str, tuple[object, ...]] = {
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "audio": (None,),
+    "tools": (None, []),
+    "functions": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "function_call": (None, "none", "auto"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+    images: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    model: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    session_id: str | None = None
+
+    @property
+    def prompt(self) -> Message:
+        """The new user message: the last one."""
+        return self.messages[-1]
+
+
+async def read_body(chunks: AsyncIterable[bytes], *, limit: int, declared: int | None) -> bytes:
+    """Collect a request body, refusing one over ``limit`` bytes before reading it whole."""
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"Request body of {declared} bytes exceeds the {limit} byte limit.")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the {limit} byte limit.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """Validate a Chat Completions request body."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    _refuse_unsupported(data)
+    return ChatRequest(
+        messages=_parse_messages(data.get("messages")),
+        model=_optional(data, "model", str),
+        stream=bool(_optional(data, "stream", bool)),
+        include_usage=_include_usage(data.get("stream_options")),
+        session_id=_session_id(_optional(data, "session_id", str), "session_id"),
+    )
+
+
+def resolve_session(request: ChatRequest, headers: Mapping[str, str]) -> str:
+    """The session key: the body's ``session_id``, else a session header, else ``default``."""
+    if request.session_id is not None:
+        return f"api:{request.session_id}"
+    for name in SESSION_HEADERS:
+        value = headers.get(name)
+        if value:
+            return f"api:{_session_id(value, name)}"
+    return "api:default"
+
+
+def _session_id(value: str | None, param: str) -> str | None:
+    if value is None or SESSION_ID.fullmatch(value):
+        return value
+    raise InvalidRequest(
+        "A session id is 1-128 characters of letters, digits and . _ : @ -, starting with a letter or digit.",
+        param=param,
+        code="invalid_session_id",
+    )
+
+
+def _optional(data: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = data.get(name)
+    if value is None or isinstance(value, kind):
+        return value
+    raise InvalidRequest(f"'{name}' must be a {_TYPE_NAMES[kind]}.", param=name, code="invalid_type")
+
+
+_TYPE_NAMES = {str: "string", bool: "boolean", dict: "object", list: "array"}
+
+
+def _include_usage(options: object) -> bool:
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise InvalidRequest(
+            "'stream_options' must be an object.", param="stream_options", code="invalid_type"
+        )
+    return bool(_optional(options, "include_usage", bool))
+
+
+def _refuse_unsupported(data: Mapping[str, Any]) -> None:
+    for name, harmless in _REFUSED.items():
+        if name in data and data[name] not in harmless:
+            raise InvalidRequest(
+                f"'{name}' is not supported by this server.", param=name, code="unsupported_parameter"
+            )
+    fmt = data.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise InvalidRequest(
+            "Only the 'text' response format is supported.",
+            param="response_format",
+            code="unsupported_parameter",
+        )
+    modalities = data.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise InvalidRequest(
+            "Only the 'text' modality is supported.", param="modalities", code="unsupported_parameter"
+        )
+
+
+def _parse_messages(raw: object) -> tuple[Message, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    messages = tuple(_parse_message(item, f"messages[{i}]") for i, item in enumerate(raw))
+    last = messages[-1]
+    if last.role != "user":
+        raise InvalidRequest(
+            "The last message must have role 'user'.", param=f"messages[{len(raw) - 1}].role"
+        )
+    if not last.content.strip() and not last.images:
+        raise InvalidRequest("The last user message is empty.", param=f"messages[{len(raw) - 1}].content")
+    return messages
+
+
+def _parse_message(item: object, where: str) -> Message:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"'{where}' must be an object.", param=where)
+    role = item.get("role")
+    if role not in ROLES:
+        raise InvalidRequest(
+            f"'{where}.role' must be one of: {', '.join(sorted(ROLES))}.", param=f"{where}.role"
+        )
+    content = item.get("content")
+    if content is None and role in ("assistant", "tool"):
+        return Message(role, "")
+    if isinstance(content, str):
+        return Message(role, content)
+    if isinstance(content, list):
+        return _parse_parts(role, content, f"{where}.content")
+    raise InvalidRequest(
+        f"'{where}.content' must be a string or an array of parts.", param=f"{where}.content"
+    )
+
+
+def _parse_parts(role: str, parts: list[object], where: str) -> Message:
+    texts: list[str] = []
+    images: list[str] = []
+    for i, part in enumerate(parts):
+        at = f"{where}[{i}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and isinstance(part, dict):
+            images.append(_image_url(part.get("image_url"), at))
+        else:
+            raise InvalidRequest(
+                f"'{at}' must be a 'text' part or an 'image_url' part.", param=at, code="unsupported_content"
+            )
+    return Message(role, "\n".join(texts), tuple(images))
+
+
+def _image_url(value: object, where: str) -> str:
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"'{where}.image_url.url' must be a string.", param=f"{where}.image_url.url")
+    if not url.startswith("data:"):
+        raise InvalidRequest(
+            "Only base64 'data:' image URLs are accepted; this server fetches nothing remote.",
+            param=f"{where}.image_url.url",
+            code="unsupported_image_url",
+        )
+    return url

@@ -1,0 +1,112 @@
+"""The aiohttp adapter: routes requests to :class:`ChatService` and writes its replies.
+
+Deliberate difference from the ASGI adapter: a client disconnect is detected by aiohttp's
+handler cancellation, which ``create_app`` turns on for the app itself (``handler_args``), so
+``web.run_app`` and ``AppRunner`` cancel the agent without extra flags. The ASGI adapter listens
+for ``http.disconnect`` instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import Unpack
+
+from aiohttp import web
+
+from nanobot.agents import Agent
+from nanobot.api.service import ChatService, JSONReply, ServiceOptions, StreamReply
+from nanobot.api.sse import DONE, ChunkFormat
+
+SERVICE = web.AppKey("nanobot_service", ChatService)
+_SSE_DONE = DONE
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _sse_chunk(delta: str, model: str, chunk_id: str, finish_reason: str | None = None) -> bytes:
+    """One chunk event (kept for callers of the original nanobot server)."""
+    chunk_format = ChunkFormat(chunk_id, int(time.time()), model, include_usage=False)
+    return chunk_format.finish(finish_reason) if finish_reason else chunk_format.delta(delta)
+
+
+def create_app(
+    agent: Agent,
+    model_name: str = "nanobot",
+    request_timeout: float = 120.0,
+    api_key: str | None = None,
+    **options: Unpack[ServiceOptions],
+) -> web.Application:
+    """An aiohttp application serving ``agent`` as ``model_name``."""
+    service = ChatService(
+        agent, model_name=model_name, request_timeout=request_timeout, api_key=api_key, **options
+    )
+    app = web.Application(
+        middlewares=[_route_errors],
+        handler_args={"handler_cancellation": True},
+        client_max_size=service.max_body_bytes,
+    )
+    app[SERVICE] = service
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model_id:.+}", _model)
+    app.router.add_get("/health", _health)
+
+    async def close_agent(app: web.Application) -> None:
+        await app[SERVICE].aclose()
+
+    app.on_cleanup.append(close_agent)
+    return app
+
+
+def _respond(reply: JSONReply) -> web.Response:
+    return web.Response(
+        status=reply.status, body=reply.body, headers=reply.headers, content_type="application/json"
+    )
+
+
+async def _stream(request: web.Request, reply: StreamReply) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=reply.headers)
+    await response.prepare(request)
+    async with aclosing(reply.chunks) as chunks:
+        async for data in chunks:
+            await response.write(data)
+    await response.write_eof()
+    return response
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    reply = await request.app[SERVICE].chat(
+        request.headers, request.content.iter_any(), request.content_length
+    )
+    if isinstance(reply, StreamReply):
+        return await _stream(request, reply)
+    return _respond(reply)
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    return _respond(request.app[SERVICE].list_models(request.headers))
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    return _respond(request.app[SERVICE].get_model(request.headers, request.match_info["model_id"]))
+
+
+async def _health(request: web.Request) -> web.StreamResponse:
+    return _respond(request.app[SERVICE].health(request.headers))
+
+
+@web.middleware
+async def _route_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown routes and methods answer with OpenAI error JSON, like everything else."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        service = request.app[SERVICE]
+        return _respond(service.not_found(request.headers, request.method, request.path))
+    except web.HTTPMethodNotAllowed as exc:
+        service = request.app[SERVICE]
+        response = _respond(service.method_not_allowed(request.headers, request.method, request.path))
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response

@@ -1,0 +1,53 @@
+"""Per-session serialisation: one turn at a time per session, in arrival order.
+
+A session's lock exists only while some request holds or waits for it, so idle sessions cost
+nothing and the table never grows past the number of sessions in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from nanobot.api.errors import Overloaded
+
+
+class _Slot:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class SessionLocks:
+    """FIFO locks keyed by session, released when the last user leaves."""
+
+    def __init__(self, max_waiting: int = 16) -> None:
+        self._slots: dict[str, _Slot] = {}
+        self._max_waiting = max_waiting
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def check(self, key: str) -> None:
+        """Refuse a new turn on a session whose queue is already full."""
+        slot = self._slots.get(key)
+        if slot is not None and slot.users > self._max_waiting:
+            raise Overloaded(f"Session '{key}' already has {slot.users} requests in flight; try again later.")
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Wait for the session's turn, then hold it for the body of the ``async with``."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot()
+        slot.users += 1
+        try:
+            async with slot.lock:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[key]

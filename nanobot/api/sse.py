@@ -1,0 +1,70 @@
+"""Server-sent event framing for chat completion chunks: pure bytes, no I/O.
+
+Chunks are built from a per-stream template in which only the token is JSON-escaped, so a
+token costs one small ``orjson.dumps`` rather than a whole chunk object.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+#: A comment event: ignored by SSE clients, keeps proxies from closing an idle connection.
+PING = b": ping\n\n"
+
+
+def json_text(text: str) -> bytes:
+    """``text`` as a JSON string literal (lone surrogates are escaped, never dropped)."""
+    try:
+        return orjson.dumps(text)
+    except orjson.JSONEncodeError:
+        return json.dumps(text).encode()
+
+
+def event(payload: dict[str, Any]) -> bytes:
+    """One ``data:`` event carrying ``payload`` as compact JSON."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class ChunkFormat:
+    """Encodes the ``chat.completion.chunk`` events of one stream.
+
+    Every chunk shares ``chunk_id``, ``created`` and ``model``; when ``include_usage`` is set,
+    every chunk but the usage chunk carries ``"usage": null``, as OpenAI does.
+    """
+
+    __slots__ = ("_content", "_first_content", "_head", "_tail")
+
+    def __init__(self, chunk_id: str, created: int, model: str, *, include_usage: bool) -> None:
+        head = orjson.dumps(
+            {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        )
+        self._head = b"data: " + head[:-1] + b',"choices":'
+        self._tail = (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._content = self._head + b'[{"index":0,"delta":{"content":'
+        self._first_content = self._head + b'[{"index":0,"delta":{"role":"assistant","content":'
+
+    def delta(self, text: str, *, first: bool = False) -> bytes:
+        """A content delta; the first of a stream also names the assistant role."""
+        prefix = self._first_content if first else self._content
+        return prefix + json_text(text) + b'},"finish_reason":null}]' + self._tail
+
+    def finish(self, reason: str) -> bytes:
+        """The closing chunk: an empty delta and the finish reason."""
+        return (
+            self._head + b'[{"index":0,"delta":{},"finish_reason":' + json_text(reason) + b"}]" + self._tail
+        )
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The usage chunk sent after the finish chunk when the client asked for it."""
+        usage = orjson.dumps(
+            {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+        )
+        return self._head + b'[],"usage":' + usage + b"}\n\n"

@@ -1,0 +1,94 @@
+"""``nanobot serve``: run the API on the chosen stack until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from nanobot.agents import Agent
+from nanobot.agents.loader import AgentLoadError, load_agent
+from nanobot.config import ConfigError, Settings, parse_args
+
+logger = logging.getLogger("nanobot")
+
+
+def build_agent(settings: Settings) -> Agent:
+    return load_agent(settings.agent, echo_delay=settings.echo_delay)
+
+
+def bind(settings: Settings) -> socket.socket:
+    """A listening socket, bound before the server starts so the URL printed is the real one."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def banner(settings: Settings, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    auth = f" -H 'Authorization: Bearer {settings.api_key}'" if settings.api_key else ""
+    return (
+        f"nanobot serving agent {settings.agent!r} as model {settings.model!r} "
+        f"on {settings.stack} at {url}/v1\n"
+        f"try: curl -N {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
+        f'-d \'{{"model": "{settings.model}", "stream": true, '
+        f'"messages": [{{"role": "user", "content": "hello there"}}]}}\''
+    )
+
+
+async def _serve_aiohttp(settings: Settings, agent: Agent, sock: socket.socket) -> None:
+    from aiohttp import web
+
+    from nanobot.api.server import create_app
+
+    runner = web.AppRunner(create_app(agent, **settings.service_options()), access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        await _until_stopped()
+    finally:
+        await runner.cleanup()
+
+
+async def _serve_asgi(settings: Settings, agent: Agent, sock: socket.socket) -> None:
+    import uvicorn
+
+    from nanobot.api.asgi import create_asgi_app
+
+    app = create_asgi_app(agent, **settings.service_options())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    await server.serve(sockets=[sock])
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        agent = build_agent(settings)
+        sock = bind(settings)
+    except (AgentLoadError, ConfigError, OSError) as exc:
+        print(f"nanobot: {exc}", file=sys.stderr)
+        return 2
+    print(banner(settings, sock), flush=True)
+    serve = _serve_asgi if settings.stack == "asgi" else _serve_aiohttp
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, agent, sock))
+    return 0

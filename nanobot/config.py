@@ -1,0 +1,116 @@
+"""Server settings: one table of options, read from ``NANOBOT_*`` variables and CLI flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value it cannot take."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``nanobot serve`` and ``asgi/app.py`` are configured by."""
+
+    stack: str = "aiohttp"
+    host: str = "127.0.0.1"
+    port: int = 8900
+    agent: str = "echo"
+    model: str = "nanobot"
+    api_key: str | None = None
+    request_timeout: float = 120.0
+    ping_interval: float = 15.0
+    echo_delay: float = 0.0
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(env_name(field.name))
+            if raw is not None and raw != "":
+                values[field.name] = _convert(field.name, raw)
+        return cls(**values).checked()
+
+    def checked(self) -> Settings:
+        if self.stack not in STACKS:
+            raise ConfigError(f"stack must be one of {', '.join(STACKS)}, not {self.stack!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, not {self.port}")
+        for name in ("request_timeout", "ping_interval", "echo_delay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.max_body_bytes <= 0:
+            raise ConfigError("max_body_bytes must be positive")
+        return self
+
+    def service_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_app`` / ``create_asgi_app``."""
+        return {
+            "model_name": self.model,
+            "request_timeout": self.request_timeout,
+            "api_key": self.api_key,
+            "ping_interval": self.ping_interval,
+            "max_body_bytes": self.max_body_bytes,
+        }
+
+
+STACKS = ("aiohttp", "asgi")
+HELP = {
+    "stack": "HTTP stack: aiohttp, or asgi (Starlette on uvicorn)",
+    "host": "address to bind",
+    "port": "port to bind (0 picks a free one)",
+    "agent": "agent: 'echo' or 'module:attribute'",
+    "model": "model name the API advertises",
+    "api_key": "require 'Authorization: Bearer KEY' on every route but /health",
+    "request_timeout": "seconds an agent turn may take (0: no limit)",
+    "ping_interval": "seconds of silence before a ': ping' keepalive (0: off)",
+    "echo_delay": "seconds the echo agent waits before each word",
+    "max_body_bytes": "largest request body accepted (413 above)",
+}
+
+
+def env_name(field: str) -> str:
+    return f"NANOBOT_{field.upper()}"
+
+
+def _convert(name: str, raw: str) -> Any:
+    kind: Callable[[str], Any] = {"port": int, "max_body_bytes": int}.get(name) or (
+        float if name in ("request_timeout", "ping_interval", "echo_delay") else str
+    )
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{env_name(name)}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """``nanobot serve`` flags over ``NANOBOT_*`` variables over defaults."""
+    base = Settings.from_env(environ)
+    parser = argparse.ArgumentParser(prog="nanobot", description="OpenAI-compatible server for agents")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API server")
+    for field in fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(base, field.name)
+        kind = type(field.default) if field.default is not None else str
+        serve.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            choices=STACKS if field.name == "stack" else None,
+            help=f"{HELP[field.name]} (env {env_name(field.name)}; default: {default!r})"
+            if field.name != "api_key"
+            else f"{HELP[field.name]} (env {env_name(field.name)})",
+        )
+    args = parser.parse_args(argv)
+    try:
+        return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)}).checked()
+    except ConfigError as exc:
+        parser.error(str(exc))
