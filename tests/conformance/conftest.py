@@ -1,0 +1,34 @@
+"""One fixture, both stacks: every conformance test runs against aiohttp and against ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from nanobot.agents import Agent
+from tests.support.servers import STACKS, run_server
+
+Serve = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest_asyncio.fixture
+async def serve(stack: str) -> AsyncIterator[Serve]:
+    """``await serve(agent, **options)`` starts a real server and gives a client bound to it."""
+    async with AsyncExitStack() as resources:
+
+        async def start(agent: Agent, **options: Any) -> httpx.AsyncClient:
+            url = await resources.enter_async_context(run_server(stack, agent, **options))
+            client = httpx.AsyncClient(base_url=url, timeout=10)
+            return await resources.enter_async_context(client)
+
+        yield start

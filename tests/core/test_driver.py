@@ -1,0 +1,84 @@
+"""The driver and service without any HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from contextlib import aclosing
+from typing import Any
+
+from nanobot.api.service import ChatService, JSONReply, StreamReply
+from tests.support.agents import GateAgent, ScriptedAgent
+
+
+async def _one(*parts: bytes) -> Any:
+    for part in parts:
+        yield part
+
+
+def _request(content: str = "hi", stream: bool = True, session: str = "s") -> bytes:
+    return b'{"stream":%s,"session_id":"%s","messages":[{"role":"user","content":"%s"}]}' % (
+        b"true" if stream else b"false",
+        session.encode(),
+        content.encode(),
+    )
+
+
+def test_core_imports_no_http_framework() -> None:
+    code = (
+        "import sys, nanobot.api.service, nanobot.agents.loader, nanobot.config;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'starlette', 'uvicorn')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_service_streams_without_a_server() -> None:
+    async def main() -> bytes:
+        service = ChatService(ScriptedAgent(["a", "b"]))
+        reply = await service.chat({}, _one(_request()), None)
+        assert isinstance(reply, StreamReply)
+        async with aclosing(reply.chunks) as chunks:
+            return b"".join([c async for c in chunks])
+
+    body = asyncio.run(main())
+    assert body.count(b"data: ") == 4
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+def test_closing_a_queued_stream_never_runs_its_turn() -> None:
+    async def main() -> list[str]:
+        agent = GateAgent(before=["x"])
+        service = ChatService(agent)
+        first = await service.chat({}, _one(_request("one")), None)
+        second = await service.chat({}, _one(_request("two")), None)
+        assert isinstance(first, StreamReply) and isinstance(second, StreamReply)
+        assert (await anext(first.chunks)).startswith(b"data: ")
+        pending = asyncio.ensure_future(anext(second.chunks))
+        await agent.entered.wait()
+        for _ in range(10):
+            await asyncio.sleep(0)  # let the second turn reach the session queue
+        assert len(service.sessions) == 1
+        pending.cancel()  # what a disconnect does to the handler awaiting the stream
+        await asyncio.gather(pending, return_exceptions=True)
+        await second.chunks.aclose()
+        agent.release.set()
+        rest = b"".join([c async for c in first.chunks])
+        assert rest.endswith(b"[DONE]\n\n")
+        assert len(service.sessions) == 0
+        return agent.log
+
+    assert asyncio.run(main()) == ["start one", "end one"]
+
+
+def test_non_streaming_reply() -> None:
+    async def main() -> JSONReply | StreamReply:
+        return await ChatService(ScriptedAgent(["a"], result="done")).chat(
+            {}, _one(_request(stream=False)), None
+        )
+
+    reply = asyncio.run(main())
+    assert isinstance(reply, JSONReply)
+    assert reply.status == 200
+    assert b'"content":"done"' in reply.body

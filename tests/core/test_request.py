@@ -1,0 +1,66 @@
+"""Request parsing and session resolution: untrusted bytes in, typed values or named errors out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from nanobot.api.errors import InvalidRequest, PayloadTooLarge
+from nanobot.api.request import Message, parse_chat_request, read_body, resolve_session
+
+
+def test_minimal_request() -> None:
+    request = parse_chat_request(b'{"messages":[{"role":"user","content":"hi"}]}')
+    assert request.messages == (Message("user", "hi"),)
+    assert (request.stream, request.include_usage, request.model, request.session_id) == (
+        False,
+        False,
+        None,
+        None,
+    )
+
+
+def test_full_request() -> None:
+    request = parse_chat_request(
+        b'{"model":"m","stream":true,"stream_options":{"include_usage":true},"session_id":"s",'
+        b'"messages":[{"role":"developer","content":"d"},{"role":"assistant","content":null},'
+        b'{"role":"tool","content":"t"},{"role":"user","content":[{"type":"text","text":"a"},'
+        b'{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}'
+    )
+    assert request.stream and request.include_usage
+    assert request.model == "m"
+    assert request.prompt == Message("user", "a", ("data:image/png;base64,AAAA",))
+    assert [m.role for m in request.messages] == ["developer", "assistant", "tool", "user"]
+
+
+def test_errors_name_the_field() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(b'{"messages":[{"role":"user","content":"a"}],"n":3}')
+    assert caught.value.param == "n"
+    assert caught.value.to_body()["error"]["code"] == "unsupported_parameter"
+
+
+def test_session_resolution_order() -> None:
+    with_body = parse_chat_request(b'{"messages":[{"role":"user","content":"a"}],"session_id":"b"}')
+    without = parse_chat_request(b'{"messages":[{"role":"user","content":"a"}]}')
+    assert resolve_session(with_body, {"x-session-id": "h"}) == "api:b"
+    assert resolve_session(without, {"x-session-id": "h"}) == "api:h"
+    assert resolve_session(without, {"x-openwebui-chat-id": "w"}) == "api:w"
+    assert resolve_session(without, {}) == "api:default"
+    with pytest.raises(InvalidRequest):
+        resolve_session(without, {"x-session-id": "no/slash"})
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def test_read_body_limits() -> None:
+    assert asyncio.run(read_body(_chunks(b"ab", b"c"), limit=3, declared=None)) == b"abc"
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(read_body(_chunks(b"ab", b"cd"), limit=3, declared=None))
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(read_body(_chunks(), limit=3, declared=4))
