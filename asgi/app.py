@@ -7,6 +7,4 @@ from nanobot.api.asgi import create_asgi_app
 from nanobot.config import Settings
 
 settings = Settings.from_env()
-app = create_asgi_app(
-    load_agent(settings.agent, echo_delay=settings.echo_delay), **settings.service_options()
-)
+app = create_asgi_app(load_agent(settings.agent, settings), **settings.service_options())

@@ -18,7 +18,7 @@ logger = logging.getLogger("nanobot")
 
 
 def build_agent(settings: Settings) -> Agent:
-    return load_agent(settings.agent, echo_delay=settings.echo_delay)
+    return load_agent(settings.agent, settings)
 
 
 def bind(settings: Settings) -> socket.socket:

@@ -27,6 +27,12 @@ class Settings:
     ping_interval: float = 15.0
     echo_delay: float = 0.0
     max_body_bytes: int = 16 * 1024 * 1024
+    upstream_url: str | None = None
+    upstream_model: str | None = None
+    upstream_api_key: str | None = None
+    system_prompt: str | None = None
+    history: str = "memory"
+    history_max_messages: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +54,8 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_body_bytes <= 0:
             raise ConfigError("max_body_bytes must be positive")
+        if self.history_max_messages < 2:
+            raise ConfigError("history_max_messages must be at least 2")
         return self
 
     def service_options(self) -> dict[str, Any]:
@@ -73,7 +81,23 @@ HELP = {
     "ping_interval": "seconds of silence before a ': ping' keepalive (0: off)",
     "echo_delay": "seconds the echo agent waits before each word",
     "max_body_bytes": "largest request body accepted (413 above)",
+    "upstream_url": "openai agent: base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1",
+    "upstream_model": "openai agent: model name to ask the upstream for",
+    "upstream_api_key": "openai agent: API key for the upstream",
+    "system_prompt": "openai agent: system prompt put first in every session",
+    "history": "openai agent: session store, 'memory' or 'sqlite:PATH'",
+    "history_max_messages": "openai agent: messages kept per session (oldest turns dropped first)",
 }
+#: The type of each setting that is not a string.
+KINDS: dict[str, Callable[[str], Any]] = {
+    "port": int,
+    "max_body_bytes": int,
+    "history_max_messages": int,
+    "request_timeout": float,
+    "ping_interval": float,
+    "echo_delay": float,
+}
+SECRETS = frozenset({"api_key", "upstream_api_key"})
 
 
 def env_name(field: str) -> str:
@@ -81,9 +105,7 @@ def env_name(field: str) -> str:
 
 
 def _convert(name: str, raw: str) -> Any:
-    kind: Callable[[str], Any] = {"port": int, "max_body_bytes": int}.get(name) or (
-        float if name in ("request_timeout", "ping_interval", "echo_delay") else str
-    )
+    kind = KINDS.get(name, str)
     try:
         return kind(raw)
     except ValueError:
@@ -99,15 +121,13 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
     for field in fields(Settings):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(base, field.name)
-        kind = type(field.default) if field.default is not None else str
+        shown = "" if field.name in SECRETS or default is None else f"; default: {default!r}"
         serve.add_argument(
             flag,
-            type=kind,
+            type=KINDS.get(field.name, str),
             default=default,
             choices=STACKS if field.name == "stack" else None,
-            help=f"{HELP[field.name]} (env {env_name(field.name)}; default: {default!r})"
-            if field.name != "api_key"
-            else f"{HELP[field.name]} (env {env_name(field.name)})",
+            help=f"{HELP[field.name]} (env {env_name(field.name)}{shown})",
         )
     args = parser.parse_args(argv)
     try:

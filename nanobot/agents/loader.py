@@ -8,16 +8,18 @@ from typing import Any
 
 from nanobot.agents import Agent
 from nanobot.agents.echo import EchoAgent
+from nanobot.config import Settings
 
 
 class AgentLoadError(Exception):
     """The agent spec names nothing usable; the message says why."""
 
 
-def load_agent(spec: str, *, echo_delay: float = 0.0) -> Agent:
-    """``echo``, or ``module:attribute`` naming an agent, a class, or a zero-argument factory."""
+def load_agent(spec: str, settings: Settings | None = None) -> Agent:
+    """``echo``, or ``module:attribute`` (an agent, a class, a zero-argument factory)."""
+    settings = settings or Settings()
     if spec == "echo":
-        return EchoAgent(delay=echo_delay)
+        return EchoAgent(delay=settings.echo_delay)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise AgentLoadError(f"Agent spec {spec!r} is neither 'echo' nor 'module:attribute'.")
