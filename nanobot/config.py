@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 
@@ -33,6 +34,10 @@ class Settings:
     system_prompt: str | None = None
     history: str = "memory"
     history_max_messages: int = 100
+    media_dir: str | None = None
+    max_media_bytes: int = 10 * 1024 * 1024
+    keep_media: bool = False
+    cors_origin: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +59,8 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_body_bytes <= 0:
             raise ConfigError("max_body_bytes must be positive")
+        if self.max_media_bytes <= 0:
+            raise ConfigError("max_media_bytes must be positive")
         if self.history_max_messages < 2:
             raise ConfigError("history_max_messages must be at least 2")
         return self
@@ -66,6 +73,10 @@ class Settings:
             "api_key": self.api_key,
             "ping_interval": self.ping_interval,
             "max_body_bytes": self.max_body_bytes,
+            "media_dir": Path(self.media_dir) if self.media_dir else None,
+            "max_media_bytes": self.max_media_bytes,
+            "keep_media": self.keep_media,
+            "cors_origins": self.cors_origin,
         }
 
 
@@ -87,9 +98,31 @@ HELP = {
     "system_prompt": "openai agent: system prompt put first in every session",
     "history": "openai agent: session store, 'memory' or 'sqlite:PATH'",
     "history_max_messages": "openai agent: messages kept per session (oldest turns dropped first)",
+    "media_dir": "where a turn's images and files are written (default: a temp folder)",
+    "max_media_bytes": "largest image or file accepted (413 above)",
+    "keep_media": "keep a turn's media files after the turn instead of removing them",
+    "cors_origin": "allow browser calls from this origin (repeatable; '*' for any; env: comma-separated)",
 }
+
+
 #: The type of each setting that is not a string.
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 KINDS: dict[str, Callable[[str], Any]] = {
+    "keep_media": _flag,
+    "cors_origin": _origins,
+    "max_media_bytes": int,
     "port": int,
     "max_body_bytes": int,
     "history_max_messages": int,
@@ -109,28 +142,35 @@ def _convert(name: str, raw: str) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise ConfigError(f"{env_name(name)}={raw!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(f"{env_name(name)}={raw!r} is not a valid {name} value") from None
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> Settings:
     """``nanobot serve`` flags over ``NANOBOT_*`` variables over defaults."""
-    base = Settings.from_env(environ)
     parser = argparse.ArgumentParser(prog="nanobot", description="OpenAI-compatible server for agents")
+    try:
+        base = Settings.from_env(environ)
+    except ConfigError as exc:
+        parser.error(str(exc))
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the API server")
     for field in fields(Settings):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(base, field.name)
         shown = "" if field.name in SECRETS or default is None else f"; default: {default!r}"
-        serve.add_argument(
-            flag,
-            type=KINDS.get(field.name, str),
-            default=default,
-            choices=STACKS if field.name == "stack" else None,
-            help=f"{HELP[field.name]} (env {env_name(field.name)}{shown})",
-        )
+        described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
+        if field.name == "keep_media":
+            serve.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=described)
+        elif field.name == "cors_origin":
+            serve.add_argument(flag, action="append", default=None, help=described)
+        else:
+            kind = KINDS.get(field.name, str)
+            choices = STACKS if field.name == "stack" else None
+            serve.add_argument(flag, type=kind, default=default, choices=choices, help=described)
     args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(Settings)}
+    values["cors_origin"] = tuple(args.cors_origin) if args.cors_origin else base.cors_origin
     try:
-        return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)}).checked()
+        return Settings(**values).checked()
     except ConfigError as exc:
         parser.error(str(exc))

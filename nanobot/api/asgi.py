@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nanobot.agents import Agent
 from nanobot.api.service import ChatService, JSONReply, ServiceOptions, StreamReply
@@ -46,6 +46,9 @@ def create_asgi_app(
     async def health(request: Request) -> Response:
         return _respond(service.health(request.headers))
 
+    async def openapi(request: Request) -> Response:
+        return _respond(service.openapi(request.headers))
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
@@ -58,20 +61,40 @@ def create_asgi_app(
         yield
         await service.aclose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/chat/completions", ChatEndpoint(service), methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={404: http_error, 405: http_error},
         lifespan=lifespan,
     )
+    app.add_middleware(Preflight, service=service)
+    return app
+
+
+class Preflight:
+    """Answers ``OPTIONS`` (CORS preflight) before routing, as the aiohttp adapter does."""
+
+    def __init__(self, app: ASGIApp, service: ChatService) -> None:
+        self._app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self._app(scope, receive, send)
+            return
+        reply = self._service.preflight(Headers(scope=scope), scope["path"])
+        await _respond(reply)(scope, receive, send)
 
 
 def _respond(reply: JSONReply, extra: dict[str, str] | None = None) -> Response:
     headers = {**reply.headers, **extra} if extra else reply.headers
+    if reply.status == 204:
+        return Response(status_code=204, headers=headers)
     return Response(reply.body, reply.status, headers, media_type="application/json")
 
 

@@ -63,6 +63,12 @@ class AuthenticationFailed(APIError):
     default_code = "invalid_api_key"
 
 
+class Forbidden(APIError):
+    status = 403
+    type = "invalid_request_error"
+    default_code = "origin_not_allowed"
+
+
 class NotFound(APIError):
     status = 404
     type = "invalid_request_error"

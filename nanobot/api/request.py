@@ -80,7 +80,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         model=_optional(data, "model", str),
         stream=bool(_optional(data, "stream", bool)),
         include_usage=_include_usage(data.get("stream_options")),
-        session_id=_session_id(_optional(data, "session_id", str), "session_id"),
+        session_id=check_session_id(_optional(data, "session_id", str), "session_id"),
     )
 
 
@@ -91,11 +91,11 @@ def resolve_session(request: ChatRequest, headers: Mapping[str, str]) -> str:
     for name in SESSION_HEADERS:
         value = headers.get(name)
         if value:
-            return f"api:{_session_id(value, name)}"
+            return f"api:{check_session_id(value, name)}"
     return "api:default"
 
 
-def _session_id(value: str | None, param: str) -> str | None:
+def check_session_id(value: str | None, param: str) -> str | None:
     if value is None or SESSION_ID.fullmatch(value):
         return value
     raise InvalidRequest(
@@ -163,7 +163,7 @@ def _parse_message(item: object, where: str) -> Message:
     if not isinstance(item, dict):
         raise InvalidRequest(f"'{where}' must be an object.", param=where)
     role = item.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(
             f"'{where}.role' must be one of: {', '.join(sorted(ROLES))}.", param=f"{where}.role"
         )
@@ -185,6 +185,7 @@ def _parse_parts(role: str, parts: list[object], where: str) -> Message:
     for i, part in enumerate(parts):
         at = f"{where}[{i}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        kind = kind if isinstance(kind, str) else None
         if kind == "text" and isinstance(part, dict) and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "image_url" and isinstance(part, dict):

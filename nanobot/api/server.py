@@ -43,7 +43,7 @@ def create_app(
         agent, model_name=model_name, request_timeout=request_timeout, api_key=api_key, **options
     )
     app = web.Application(
-        middlewares=[_route_errors],
+        middlewares=[_route],
         handler_args={"handler_cancellation": True},
         client_max_size=service.max_body_bytes,
     )
@@ -52,6 +52,7 @@ def create_app(
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model_id:.+}", _model)
     app.router.add_get("/health", _health)
+    app.router.add_get("/openapi.json", _openapi)
 
     async def close_agent(app: web.Application) -> None:
         await app[SERVICE].aclose()
@@ -61,6 +62,8 @@ def create_app(
 
 
 def _respond(reply: JSONReply) -> web.Response:
+    if reply.status == 204:
+        return web.Response(status=204, headers=reply.headers)
     return web.Response(
         status=reply.status, body=reply.body, headers=reply.headers, content_type="application/json"
     )
@@ -97,9 +100,15 @@ async def _health(request: web.Request) -> web.StreamResponse:
     return _respond(request.app[SERVICE].health(request.headers))
 
 
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    return _respond(request.app[SERVICE].openapi(request.headers))
+
+
 @web.middleware
-async def _route_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Unknown routes and methods answer with OpenAI error JSON, like everything else."""
+async def _route(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS preflights, and OpenAI error JSON for unknown routes and methods."""
+    if request.method == "OPTIONS":
+        return _respond(request.app[SERVICE].preflight(request.headers, request.path))
     try:
         return await handler(request)
     except web.HTTPNotFound:

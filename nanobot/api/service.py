@@ -9,31 +9,38 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict
 
 import orjson
 
 from nanobot.agents import Agent
 from nanobot.api.completion import completion_body
+from nanobot.api.cors import CORSPolicy
 from nanobot.api.driver import Invoke, OnStream, OnStreamEnd, run_turn, stream_turn
 from nanobot.api.errors import (
     APIError,
     AuthenticationFailed,
-    InvalidRequest,
+    Forbidden,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
 )
+from nanobot.api.form import parse_form
+from nanobot.api.media import Attachment, MediaStore
+from nanobot.api.openapi import openapi_document
 from nanobot.api.request import ChatRequest, parse_chat_request, read_body, resolve_session
 from nanobot.api.sessions import SessionLocks
 from nanobot.api.sse import ChunkFormat
 from nanobot.api.stream import ChatStream
 
+logger = logging.getLogger("nanobot.api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -52,6 +59,10 @@ class ServiceOptions(TypedDict, total=False):
     max_session_queue: int
     clock: Callable[[], float]
     new_id: Callable[[], str]
+    media_dir: Path | None
+    max_media_bytes: int
+    keep_media: bool
+    cors_origins: Sequence[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,10 @@ class ChatService:
         max_session_queue: int = 16,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = _new_id,
+        media_dir: Path | None = None,
+        max_media_bytes: int = 10 * 1024 * 1024,
+        keep_media: bool = False,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -107,11 +122,18 @@ class ChatService:
         self._clock = clock
         self._new_id = new_id
         self._context = _accepted_context(agent)
+        self.media = MediaStore(media_dir, max_bytes=max_media_bytes, keep=keep_media)
+        self.cors = CORSPolicy(cors_origins)
+        self._openapi = orjson.dumps(openapi_document(model_name))
 
     # -- routes -------------------------------------------------------------------------------
 
     def health(self, headers: Mapping[str, str]) -> JSONReply:
-        return self._json(200, {"status": "ok"}, headers)
+        return self._json(200, {"status": "ok"}, self.reply_headers(headers))
+
+    def openapi(self, headers: Mapping[str, str]) -> JSONReply:
+        """The API's OpenAPI document: public, like ``/health`` (it holds no secrets)."""
+        return JSONReply(200, self.reply_headers(headers), self._openapi)
 
     def list_models(self, headers: Mapping[str, str]) -> JSONReply:
         return self._guarded(headers, lambda: {"object": "list", "data": [self._model_card()]})
@@ -128,27 +150,40 @@ class ChatService:
         self, headers: Mapping[str, str], body: AsyncIterable[bytes], content_length: int | None
     ) -> JSONReply | StreamReply:
         """``POST /v1/chat/completions``: validate, then stream or complete the turn."""
-        request_id = self.request_id(headers)
+        base = self.reply_headers(headers)
         try:
             self.authorize(headers)
             raw = await read_body(body, limit=self.max_body_bytes, declared=content_length)
-            request = parse_chat_request(raw)
+            request, attachments = self._parse(raw, headers.get("content-type", ""))
             self._check_model(request.model)
             session = resolve_session(request, headers)
             self.sessions.check(session)
-            invoke = self._invoker(request, session, request_id)
+            invoke = self._invoker(request, attachments, session, base["x-request-id"])
             if request.stream:
-                return self._stream(request, session, invoke, request_id)
-            return await self._complete(request, session, invoke, request_id)
+                return self._stream(request, session, invoke, base)
+            return await self._complete(session, invoke, base)
         except APIError as exc:
-            return self.error(exc, request_id)
+            return self.error(exc, base)
+        except Exception:  # a bug of ours: still an OpenAI error, never a bare traceback page
+            logger.exception("chat request failed")
+            return self.error(APIError("The server failed to handle the request."), base)
+
+    def preflight(self, headers: Mapping[str, str], path: str) -> JSONReply:
+        """``OPTIONS``: a CORS preflight answer when CORS is on, else 405 like any other method."""
+        base = self.reply_headers(headers)
+        if not self.cors.enabled:
+            return self.error(MethodNotAllowed(f"Method OPTIONS is not allowed for {path}."), base)
+        allowed = self.cors.preflight(headers)
+        if allowed is None:
+            return self.error(Forbidden("This origin may not call the API from a browser."), base)
+        return JSONReply(204, {**base, **allowed}, b"")
 
     def not_found(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
-        return self.error(NotFound(f"Invalid URL ({method} {path})."), self.request_id(headers))
+        return self.error(NotFound(f"Invalid URL ({method} {path})."), self.reply_headers(headers))
 
     def method_not_allowed(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
         error = MethodNotAllowed(f"Method {method} is not allowed for {path}.")
-        return self.error(error, self.request_id(headers))
+        return self.error(error, self.reply_headers(headers))
 
     async def aclose(self) -> None:
         """Shut the agent down, if it knows how."""
@@ -159,10 +194,11 @@ class ChatService:
 
     # -- pieces -------------------------------------------------------------------------------
 
-    def request_id(self, headers: Mapping[str, str]) -> str:
-        """An incoming ``X-Request-Id`` when it is sane, else a new one."""
+    def reply_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """Headers every reply carries: ``x-request-id`` (a sane incoming one is kept), CORS."""
         given = headers.get("x-request-id")
-        return given if given and REQUEST_ID.fullmatch(given) else f"req_{self._new_id()}"
+        request_id = given if given and REQUEST_ID.fullmatch(given) else f"req_{self._new_id()}"
+        return {"x-request-id": request_id, **self.cors.headers(headers)}
 
     def authorize(self, headers: Mapping[str, str]) -> None:
         if self._api_key is None:
@@ -171,19 +207,19 @@ class ChatService:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._api_key):
             raise AuthenticationFailed("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
 
-    def error(self, exc: APIError, request_id: str) -> JSONReply:
-        headers = {"x-request-id": request_id, **exc.headers()}
-        return JSONReply(exc.status, headers, orjson.dumps(exc.to_body()))
+    def error(self, exc: APIError, base: dict[str, str]) -> JSONReply:
+        return JSONReply(exc.status, {**base, **exc.headers()}, orjson.dumps(exc.to_body()))
 
-    def _json(self, status: int, payload: dict[str, Any], headers: Mapping[str, str]) -> JSONReply:
-        return JSONReply(status, {"x-request-id": self.request_id(headers)}, orjson.dumps(payload))
+    def _json(self, status: int, payload: dict[str, Any], base: dict[str, str]) -> JSONReply:
+        return JSONReply(status, base, orjson.dumps(payload))
 
     def _guarded(self, headers: Mapping[str, str], build: Callable[[], dict[str, Any]]) -> JSONReply:
+        base = self.reply_headers(headers)
         try:
             self.authorize(headers)
-            return self._json(200, build(), headers)
+            return self._json(200, build(), base)
         except APIError as exc:
-            return self.error(exc, self.request_id(headers))
+            return self.error(exc, base)
 
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "nanobot"}
@@ -195,33 +231,43 @@ class ChatService:
                 param="model",
             )
 
-    def _invoker(self, request: ChatRequest, session: str, request_id: str) -> Invoke:
+    def _parse(self, raw: bytes, content_type: str) -> tuple[ChatRequest, tuple[Attachment, ...]]:
+        """A JSON body, or a multipart form; inline images of the new message are checked here."""
+        if content_type.lower().startswith("multipart/form-data"):
+            return parse_form(raw, content_type, self.media)
+        request = parse_chat_request(raw)
+        where = f"messages[{len(request.messages) - 1}].content"
+        images = tuple(self.media.from_data_url(url, where) for url in request.prompt.images)
+        return request, images
+
+    def _invoker(
+        self, request: ChatRequest, attachments: tuple[Attachment, ...], session: str, request_id: str
+    ) -> Invoke:
         prompt = request.prompt
         context: dict[str, Any] = {}
         if "messages" in self._context:
             context["messages"] = [m.to_dict() for m in request.messages]
         if "request_id" in self._context:
             context["request_id"] = request_id
-        if prompt.images:
-            raise InvalidRequest(
-                "Images are not supported yet.", param="messages", code="unsupported_content"
-            )
 
-        def invoke(on_stream: OnStream | None, on_stream_end: OnStreamEnd | None) -> Any:
-            return self.agent.process_direct(
-                content=prompt.content,
-                session_key=session,
-                channel="api",
-                chat_id=session.removeprefix("api:"),
-                media=None,
-                on_stream=on_stream,
-                on_stream_end=on_stream_end,
-                **context,
-            )
+        async def invoke(on_stream: OnStream | None, on_stream_end: OnStreamEnd | None) -> Any:
+            with self.media.saved(attachments) as paths:
+                return await self.agent.process_direct(
+                    content=prompt.content,
+                    session_key=session,
+                    channel="api",
+                    chat_id=session.removeprefix("api:"),
+                    media=paths or None,
+                    on_stream=on_stream,
+                    on_stream_end=on_stream_end,
+                    **context,
+                )
 
         return invoke
 
-    def _stream(self, request: ChatRequest, session: str, invoke: Invoke, request_id: str) -> StreamReply:
+    def _stream(
+        self, request: ChatRequest, session: str, invoke: Invoke, base: dict[str, str]
+    ) -> StreamReply:
         chunk_format = ChunkFormat(
             f"chatcmpl-{self._new_id()}",
             int(self._clock()),
@@ -235,11 +281,9 @@ class ChatService:
             timeout=self.request_timeout,
             ping_interval=self.ping_interval,
         )
-        return StreamReply({**STREAM_HEADERS, "x-request-id": request_id}, chunks)
+        return StreamReply({**STREAM_HEADERS, **base}, chunks)
 
-    async def _complete(
-        self, request: ChatRequest, session: str, invoke: Invoke, request_id: str
-    ) -> JSONReply:
+    async def _complete(self, session: str, invoke: Invoke, base: dict[str, str]) -> JSONReply:
         reply = await run_turn(invoke, hold=self.sessions.hold(session), timeout=self.request_timeout)
         body = completion_body(
             reply,
@@ -247,4 +291,4 @@ class ChatService:
             created=int(self._clock()),
             model=self.model_name,
         )
-        return JSONReply(200, {"x-request-id": request_id}, orjson.dumps(body))
+        return JSONReply(200, base, orjson.dumps(body))

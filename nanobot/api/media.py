@@ -1,0 +1,138 @@
+"""Images and files sent with a turn: decoded, checked against their bytes, saved, removed.
+
+Validation happens before the turn is accepted (bad media is a 400/413 like any bad input);
+files are written only when the turn starts and removed when it ends, unless configured to
+stay. Names are generated; a client's filename is never used as a path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nanobot.api.errors import InvalidRequest, PayloadTooLarge
+
+IMAGE_TYPES = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+}
+#: Non-image uploads we pass on, by declared type (anything else is refused).
+FILE_TYPES = {
+    "application/pdf": ".pdf",
+    "text/plain": ".txt",
+    "text/markdown": ".md",
+    "text/csv": ".csv",
+    "application/json": ".json",
+}
+_DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,(?P<data>.*)", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One checked piece of media, still in memory."""
+
+    data: bytes
+    suffix: str
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The image type the bytes really are, or ``None``."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+class MediaStore:
+    """Checks media against ``max_bytes`` and the allowed types; writes it under ``directory``."""
+
+    def __init__(
+        self, directory: Path | None = None, *, max_bytes: int = 10 * 1024 * 1024, keep: bool = False
+    ):
+        self.directory = directory or Path(tempfile.gettempdir()) / "nanobot-media"
+        self.max_bytes = max_bytes
+        self.keep = keep
+
+    def from_data_url(self, url: str, param: str) -> Attachment:
+        """Decode a base64 ``data:`` image URL."""
+        match = _DATA_URL.fullmatch(url)
+        if match is None:
+            raise InvalidRequest(
+                "An image URL must be 'data:<type>;base64,<data>'.", param=param, code="invalid_image"
+            )
+        if len(match["data"]) * 3 // 4 > self.max_bytes:
+            raise self._too_large(param)
+        try:
+            data = base64.b64decode(match["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(
+                "The image is not valid base64.", param=param, code="invalid_image"
+            ) from None
+        return self.image(data, match["type"].lower(), param)
+
+    def image(self, data: bytes, declared: str, param: str) -> Attachment:
+        """Check that ``data`` is an image of the ``declared`` type and not too large."""
+        if len(data) > self.max_bytes:
+            raise self._too_large(param)
+        if declared not in IMAGE_TYPES:
+            raise InvalidRequest(
+                f"Image type '{declared}' is not accepted; send one of {', '.join(IMAGE_TYPES)}.",
+                param=param,
+                code="invalid_image",
+            )
+        if sniff_image(data) != declared:
+            raise InvalidRequest(
+                f"The image's bytes are not {declared}, as its declared type says.",
+                param=param,
+                code="invalid_image",
+            )
+        return Attachment(data, IMAGE_TYPES[declared])
+
+    def file(self, data: bytes, declared: str, param: str) -> Attachment:
+        """An uploaded file: an image (checked as such) or one of the accepted document types."""
+        if declared.startswith("image/") or sniff_image(data):
+            return self.image(data, declared, param)
+        if len(data) > self.max_bytes:
+            raise self._too_large(param)
+        if declared not in FILE_TYPES:
+            raise InvalidRequest(
+                f"File type '{declared}' is not accepted.", param=param, code="unsupported_file_type"
+            )
+        return Attachment(data, FILE_TYPES[declared])
+
+    @contextmanager
+    def saved(self, attachments: tuple[Attachment, ...]) -> Iterator[list[str]]:
+        """Write the attachments for one turn; remove them afterwards unless ``keep`` is set."""
+        if not attachments:
+            yield []
+            return
+        folder = self.directory / uuid.uuid4().hex
+        folder.mkdir(parents=True, mode=0o700)
+        try:
+            paths = []
+            for index, item in enumerate(attachments):
+                path = folder / f"{index}{item.suffix}"
+                path.write_bytes(item.data)
+                paths.append(str(path))
+            yield paths
+        finally:
+            if not self.keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _too_large(self, param: str) -> PayloadTooLarge:
+        return PayloadTooLarge(f"A media item exceeds the {self.max_bytes} byte limit.", param=param)
