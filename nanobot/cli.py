@@ -8,7 +8,8 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
@@ -46,7 +47,8 @@ def banner(settings: Settings, sock: socket.socket) -> str:
     )
 
 
-async def _serve_aiohttp(settings: Settings, agent: Agent, sock: socket.socket) -> None:
+@asynccontextmanager
+async def _serving_aiohttp(settings: Settings, agent: Agent, sock: socket.socket) -> AsyncIterator[None]:
     from aiohttp import web
 
     from nanobot.api.server import create_app
@@ -55,27 +57,56 @@ async def _serve_aiohttp(settings: Settings, agent: Agent, sock: socket.socket) 
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
-        await _until_stopped()
+        yield
     finally:
         await runner.cleanup()
 
 
-async def _serve_asgi(settings: Settings, agent: Agent, sock: socket.socket) -> None:
+@asynccontextmanager
+async def _serving_asgi(settings: Settings, agent: Agent, sock: socket.socket) -> AsyncIterator[None]:
     import uvicorn
 
     from nanobot.api.asgi import create_asgi_app
 
+    class Server(uvicorn.Server):
+        """uvicorn, told when it is up, leaving signals to us (it would re-raise them on exit)."""
+
+        ready = asyncio.Event()
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            self.ready.set()
+
     app = create_asgi_app(agent, **settings.service_options())
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    await server.serve(sockets=[sock])
+    server = Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait((task, ready), return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    try:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped during start-up")
+        yield
+    finally:
+        server.should_exit = True
+        await task
 
 
-async def _until_stopped() -> None:
+async def _serve(settings: Settings, agent: Agent, sock: socket.socket) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly (the agent's ``aclose`` runs)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    serving = _serving_asgi if settings.stack == "asgi" else _serving_aiohttp
+    async with serving(settings, agent, sock):
+        print(banner(settings, sock), flush=True)
+        await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AgentLoadError, ConfigError, OSError) as exc:
         print(f"nanobot: {exc}", file=sys.stderr)
         return 2
-    print(banner(settings, sock), flush=True)
-    serve = _serve_asgi if settings.stack == "asgi" else _serve_aiohttp
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, agent, sock))
+    asyncio.run(_serve(settings, agent, sock))
+    print("nanobot stopped", flush=True)
     return 0
