@@ -26,6 +26,7 @@ class Settings:
     api_key: str | None = None
     request_timeout: float = 120.0
     ping_interval: float = 15.0
+    write_timeout: float = 30.0
     echo_delay: float = 0.0
     max_body_bytes: int = 16 * 1024 * 1024
     upstream_url: str | None = None
@@ -54,7 +55,7 @@ class Settings:
             raise ConfigError(f"stack must be one of {', '.join(STACKS)}, not {self.stack!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
-        for name in ("request_timeout", "ping_interval", "echo_delay"):
+        for name in ("request_timeout", "ping_interval", "write_timeout", "echo_delay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_body_bytes <= 0:
@@ -72,6 +73,7 @@ class Settings:
             "request_timeout": self.request_timeout,
             "api_key": self.api_key,
             "ping_interval": self.ping_interval,
+            "write_timeout": self.write_timeout,
             "max_body_bytes": self.max_body_bytes,
             "media_dir": Path(self.media_dir) if self.media_dir else None,
             "max_media_bytes": self.max_media_bytes,
@@ -90,6 +92,7 @@ HELP = {
     "api_key": "require 'Authorization: Bearer KEY' on every route but /health",
     "request_timeout": "seconds an agent turn may take (0: no limit)",
     "ping_interval": "seconds of silence before a ': ping' keepalive (0: off)",
+    "write_timeout": "seconds a write may wait on a client that stopped reading (0: no limit)",
     "echo_delay": "seconds the echo agent waits before each word",
     "max_body_bytes": "largest request body accepted (413 above)",
     "upstream_url": "openai agent: base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1",
@@ -128,6 +131,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "history_max_messages": int,
     "request_timeout": float,
     "ping_interval": float,
+    "write_timeout": float,
     "echo_delay": float,
 }
 SECRETS = frozenset({"api_key", "upstream_api_key"})

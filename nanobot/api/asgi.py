@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Unpack
 
 from starlette.applications import Starlette
@@ -166,13 +166,16 @@ async def _send_json(reply: JSONReply, send: Send) -> None:
 async def _send_stream(reply: StreamReply, send: Send) -> None:
     start = {"type": "http.response.start", "status": 200, "headers": _raw_headers(reply.headers)}
     await send(start)
+
+    async def write(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
     try:
-        async with aclosing(reply.chunks) as chunks:
-            async for data in chunks:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        if await reply.write_to(write):
+            await send({"type": "http.response.body", "body": b""})
+        # else: the client stopped reading; returning unfinished makes the server drop it
     except OSError:
         return  # the client went away mid-write; the iterator is closed, the agent cancelled
 
 
-__all__: Sequence[str] = ("ChatEndpoint", "create_asgi_app")
+__all__: Sequence[str] = ("ChatEndpoint", "Preflight", "create_asgi_app")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from typing import Unpack
 
 from aiohttp import web
@@ -72,9 +71,10 @@ def _respond(reply: JSONReply) -> web.Response:
 async def _stream(request: web.Request, reply: StreamReply) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=reply.headers)
     await response.prepare(request)
-    async with aclosing(reply.chunks) as chunks:
-        async for data in chunks:
-            await response.write(data)
+    if not await reply.write_to(response.write):
+        if request.transport is not None:
+            request.transport.abort()  # a client that stopped reading would stall write_eof too
+        raise ConnectionResetError("client stopped reading")
     await response.write_eof()
     return response
 

@@ -7,13 +7,15 @@ status 200, which the adapter must close with ``contextlib.aclosing``).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -63,6 +65,7 @@ class ServiceOptions(TypedDict, total=False):
     max_media_bytes: int
     keep_media: bool
     cors_origins: Sequence[str]
+    write_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,23 @@ class JSONReply:
 class StreamReply:
     headers: dict[str, str]
     chunks: AsyncGenerator[bytes, None]
+    write_timeout: float | None = None
+
+    async def write_to(self, write: Callable[[bytes], Awaitable[object]]) -> bool:
+        """Write every chunk, closing the stream whatever happens (which cancels the agent).
+
+        Returns ``False`` when one write waited ``write_timeout`` seconds on a client that
+        stopped reading: the adapter should then drop the connection.
+        """
+        async with aclosing(self.chunks) as chunks:
+            async for data in chunks:
+                try:
+                    async with asyncio.timeout(self.write_timeout):
+                        await write(data)
+                except TimeoutError:
+                    logger.warning("client stopped reading for %s s; stream dropped", self.write_timeout)
+                    return False
+        return True
 
 
 def _new_id() -> str:
@@ -111,6 +131,7 @@ class ChatService:
         max_media_bytes: int = 10 * 1024 * 1024,
         keep_media: bool = False,
         cors_origins: Sequence[str] = (),
+        write_timeout: float = 30.0,
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -124,6 +145,7 @@ class ChatService:
         self._context = _accepted_context(agent)
         self.media = MediaStore(media_dir, max_bytes=max_media_bytes, keep=keep_media)
         self.cors = CORSPolicy(cors_origins)
+        self.write_timeout = write_timeout if write_timeout > 0 else None
         self._openapi = orjson.dumps(openapi_document(model_name))
 
     # -- routes -------------------------------------------------------------------------------
@@ -281,7 +303,7 @@ class ChatService:
             timeout=self.request_timeout,
             ping_interval=self.ping_interval,
         )
-        return StreamReply({**STREAM_HEADERS, **base}, chunks)
+        return StreamReply({**STREAM_HEADERS, **base}, chunks, self.write_timeout)
 
     async def _complete(self, session: str, invoke: Invoke, base: dict[str, str]) -> JSONReply:
         reply = await run_turn(invoke, hold=self.sessions.hold(session), timeout=self.request_timeout)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from typing import Any
 
 import pytest
 
@@ -43,3 +45,39 @@ async def test_disconnect_during_non_streaming_turn_cancels_it(serve: Serve) -> 
     await agent.entered.wait()
     request.cancel()
     await asyncio.wait_for(agent.cancelled.wait(), PROMPTLY)
+
+
+class Firehose:
+    """Streams large tokens until cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+
+    async def process_direct(self, *, content: str, on_stream: Any = None, **kwargs: Any) -> str:
+        try:
+            while True:
+                await on_stream("x" * 4096)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+async def test_a_client_that_stops_reading_is_dropped(serve: Serve) -> None:
+    agent = Firehose()
+    client = await serve(agent, write_timeout=0.2)
+    host, port = client.base_url.host, client.base_url.port
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    body = b'{"stream": true, "messages": [{"role": "user", "content": "go"}]}'
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    try:
+        await asyncio.get_running_loop().sock_sendall(sock, request)
+        # Never read: the server's buffers fill, its writes stall, the write timeout fires.
+        await asyncio.wait_for(agent.cancelled.wait(), 10)
+    finally:
+        sock.close()
