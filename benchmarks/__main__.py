@@ -1,0 +1,144 @@
+"""``python -m benchmarks``: run every server through the workloads and print one table.
+
+- ``python -m benchmarks``: the full run (several minutes); writes ``benchmarks/out/full.*``.
+- ``python -m benchmarks --quick``: a tiny run that checks the harness end to end and that every
+  response is valid; asserts no timing; exits non-zero on any invalid result (CI runs it).
+- ``python -m benchmarks --url URL [--api-key KEY] [--model NAME]``: the load client alone
+  against any OpenAI-compatible endpoint: TTFT, inter-token latency, tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks.checks import self_test
+from benchmarks.harness import Suite, describe, progress, run_load, run_suite
+from benchmarks.plot import plot
+from benchmarks.report import machine, table, targets, write_json
+from benchmarks.servers import QUICK, SERVERS, Server, by_name
+from benchmarks.workloads import Step, full_plan, quick_plan, url_plan
+
+OUT = Path(__file__).resolve().parent / "out"
+REQUIRED = ("floor", "aiohttp", "uvicorn")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny correctness run (CI)")
+    parser.add_argument("--servers", help="comma-separated subset: " + ",".join(s.name for s in SERVERS))
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each W1/W3 step")
+    parser.add_argument("--idle-streams", type=int, default=1000, help="silent streams for the RSS step")
+    parser.add_argument("--out", type=Path, default=OUT, help="where JSON, PNG and markdown go")
+    outside = parser.add_argument_group("--url mode (any OpenAI-compatible endpoint)")
+    outside.add_argument("--url", help="base URL (…/v1) or the full …/chat/completions URL")
+    outside.add_argument("--api-key")
+    outside.add_argument("--model", default="nanobot")
+    outside.add_argument("--prompt", default="Count from 1 to 100, separated by spaces.")
+    outside.add_argument("--max-tokens", type=int, default=None)
+    outside.add_argument("--concurrency", default="1,4", help="comma-separated stream counts")
+    outside.add_argument("--requests", type=int, default=3, help="requests per client")
+    outside.add_argument(
+        "--session-ids",
+        action="store_true",
+        help="send a session_id per client (nanobot runs one session's turns one at a time)",
+    )
+    return parser.parse_args(argv)
+
+
+def chosen_servers(args: argparse.Namespace) -> list[Server]:
+    if args.servers:
+        return [by_name(name.strip()) for name in args.servers.split(",") if name.strip()]
+    return [by_name(name) for name in QUICK] if args.quick else list(SERVERS)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Our servers, the peers and the floor, in one run."""
+    mode = "quick" if args.quick else "full"
+    servers = chosen_servers(args)
+    steps = quick_plan() if args.quick else full_plan(args.idle_streams, args.seconds)
+    self_test()
+    progress(f"benchmarks ({mode}): {len(servers)} servers x {sum(s.reported for s in steps)} steps")
+    suite = run_suite(servers, steps)
+    if args.quick:
+        missing = [name for name in REQUIRED if name in suite.skipped]
+        suite.notes.extend(f"{name}: required for --quick but skipped" for name in missing)
+    publish(args.out, mode, suite, steps)
+    if suite.invalid or (args.quick and any(name in suite.skipped for name in REQUIRED)):
+        progress(f"FAILED: {len(suite.invalid)} invalid results")
+        return 1
+    return 0
+
+
+def publish(out: Path, mode: str, suite: Suite, steps: list[Step]) -> None:
+    """Print the table; write JSON, markdown and the plot."""
+    facts = machine()
+    text = table(suite.results)
+    print(text)
+    for note in suite.notes:
+        print(f"- {note}")
+    for result in suite.invalid:
+        print(f"- INVALID {result['server']} {result['label']}: {result.get('error')}")
+    document: dict[str, Any] = {
+        "mode": mode,
+        "machine": facts,
+        "steps": [s.to_dict() for s in steps],
+        "results": suite.results,
+        "notes": suite.notes,
+    }
+    write_json(out / f"{mode}.json", document)
+    summary = targets(suite.results) if mode == "full" else ""
+    (out / f"{mode}.md").write_text(f"{text}\n\n{summary}\n", encoding="utf-8")
+    title = (
+        f"nanobot-api benchmarks, {facts['date']}, {facts['nproc']} x {facts['cpu']}, "
+        f"Python {facts['python']}"
+    )
+    if plot(suite.results, out / f"{mode}.png", title):
+        print(f"wrote {out / mode}.json, .md, .png")
+    else:
+        print(f"wrote {out / mode}.json, .md (no plot: matplotlib is not installed)")
+
+
+def run_url(args: argparse.Namespace) -> int:
+    """The load client alone against an outside endpoint (lenient checks)."""
+    url = args.url.rstrip("/")
+    if not url.endswith("/chat/completions"):
+        url += "/chat/completions"
+    steps = url_plan([int(c) for c in args.concurrency.split(",")], args.requests)
+    target = {
+        "url": url,
+        "model": args.model,
+        "strict": False,
+        "api_key": args.api_key,
+        "prompt": args.prompt,
+        "max_tokens": args.max_tokens,
+        "sessions": args.session_ids,
+    }
+    suite = Suite()
+    plan = {"target": target, "server_pid": None, "cpu": None, "steps": steps}
+    for line in run_load(plan, lambda label, result: progress(f"{label}: {describe(result)}")):
+        suite.results.append({"server": "endpoint", "kind": "outside", **line})
+    publish(args.out, "url", suite, steps)
+    return 1 if suite.invalid else 0
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every ``finally``: children get stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return run_url(args) if args.url else run_local(args)
+    except KeyboardInterrupt:
+        progress("interrupted: every child process was stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The benchmark agents, and the workload a request asks for.
+
+A request names its workload in its last user message, ``"<tokens> <delay>"`` (e.g. ``"256 0"``),
+so every server, ours and the peers, gets the same parameters from the same body. ``delay == 0``
+is the firehose (every token at once, never waiting); ``delay > 0`` is the paced agent (it sleeps
+``delay`` seconds before each token). A silent stream is a paced one with a very long delay.
+Tokens are deterministic, so the load client knows the exact text to expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Token stems: plain words, and ones that need JSON escaping (quote, newline, tab, non-ASCII).
+VOCABULARY = (" the", " quick", ",", ' "fox"', "\n", " naïve", " \t", " 🙂")
+
+OnStream = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """What one request asks of the agent: ``tokens`` tokens, ``delay`` seconds before each."""
+
+    tokens: int
+    delay: float = 0.0
+
+    def prompt(self) -> str:
+        return f"{self.tokens} {self.delay:g}"
+
+
+def parse_prompt(content: str) -> Workload:
+    """The workload named by a prompt; anything unreadable is a 1-token firehose."""
+    parts = content.split()
+    try:
+        tokens = max(0, min(int(parts[0]), 1_000_000))
+        delay = max(0.0, float(parts[1])) if len(parts) > 1 else 0.0
+    except (IndexError, ValueError):
+        return Workload(1)
+    return Workload(tokens, delay)
+
+
+def token(index: int) -> str:
+    """The ``index``-th token of every stream (the number makes any reordering visible)."""
+    return f"{VOCABULARY[index % len(VOCABULARY)]}{index}"
+
+
+def expected_text(tokens: int) -> str:
+    """The whole text of a ``tokens``-token answer."""
+    return "".join(token(i) for i in range(tokens))
+
+
+async def firehose(tokens: int, on_stream: OnStream) -> None:
+    """Emit ``tokens`` tokens with no delay."""
+    for i in range(tokens):
+        await on_stream(token(i))
+
+
+async def paced(tokens: int, delay: float, on_stream: OnStream) -> None:
+    """Emit ``tokens`` tokens, sleeping ``delay`` seconds before each."""
+    for i in range(tokens):
+        await asyncio.sleep(delay)
+        await on_stream(token(i))
+
+
+async def _ignore(_: str) -> None:
+    """The callback of a non-streaming turn: the text is only returned."""
+
+
+class BenchAgent:
+    """The agent every server runs: firehose or paced, as the prompt says."""
+
+    async def process_direct(
+        self,
+        *,
+        content: str,
+        session_key: str = "",
+        channel: str = "",
+        chat_id: str = "",
+        media: list[str] | None = None,
+        on_stream: OnStream | None = None,
+        on_stream_end: Callable[..., Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        workload = parse_prompt(content)
+        emit = on_stream or _ignore
+        if workload.delay > 0:
+            await paced(workload.tokens, workload.delay, emit)
+        else:
+            await firehose(workload.tokens, emit)
+        if on_stream_end is not None:
+            await on_stream_end()
+        return expected_text(workload.tokens)

@@ -1,0 +1,227 @@
+"""The load process: ``python -m benchmarks.load`` reads a plan (JSON) on stdin, drives one server
+with the raw client, checks every response, and prints one JSON line per step on stdout.
+
+It runs in its own process, pinned to its own core, so it competes with the server for nothing
+but the loopback; its own CPU share is reported with every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from benchmarks.agents import Workload, expected_text
+from benchmarks.checks import Invalid, check_completion, check_stream
+from benchmarks.client import Connection, ProtocolError, Response, connect, request_bytes
+from benchmarks.meters import Reading, ServerMeter, Window, summary_ms
+from benchmarks.processes import prepare_process
+from benchmarks.workloads import Step
+
+CONNECTS_AT_ONCE = 64
+FAILURES = (Invalid, ProtocolError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the load goes and what it asks: our servers (strict) or any endpoint (lenient)."""
+
+    url: str
+    model: str
+    strict: bool
+    api_key: str | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    sessions: bool = True  # a session_id per client (nanobot serialises turns of one session)
+
+    @property
+    def parts(self) -> tuple[str, int, str, bool]:
+        split = urlsplit(self.url)
+        tls = split.scheme == "https"
+        return split.hostname or "127.0.0.1", split.port or (443 if tls else 80), split.path, tls
+
+    async def connect(self) -> Connection:
+        host, port, _, tls = self.parts
+        return await connect(host, port, tls=tls)
+
+    def payload(self, step: Step, session: str) -> bytes:
+        host, port, path, _ = self.parts
+        prompt = Workload(step.tokens, step.delay).prompt() if self.strict else self.prompt or ""
+        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
+        body["stream"] = step.kind != "complete"
+        if self.sessions:
+            body["session_id"] = session
+        if self.max_tokens:
+            body["max_tokens"] = self.max_tokens
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        return request_bytes(f"{host}:{port}", path, orjson.dumps(body), headers)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the clients of one step saw."""
+
+    requests: int = 0
+    invalid: int = 0
+    tokens: int = 0
+    first_error: str | None = None
+    ttfts: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+
+    def fail(self, exc: BaseException) -> None:
+        self.requests += 1
+        self.invalid += 1
+        if self.first_error is None:
+            self.first_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def check(self, step: Step, target: Target, response: Response) -> None:
+        expected = expected_text(step.tokens) if target.strict else None
+        if step.kind == "complete":
+            check_completion(response, expected)
+            self.tokens += step.tokens
+        else:
+            facts = check_stream(response, expected, step.tokens if target.strict else None)
+            self.tokens += facts.tokens
+            if facts.ttft is not None:
+                self.ttfts.append(facts.ttft)
+            self.gaps.extend(facts.gaps)
+        self.requests += 1
+
+
+async def connect_all(target: Target, count: int) -> list[Connection]:
+    """``count`` connections, at most :data:`CONNECTS_AT_ONCE` being opened at a time."""
+    gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
+
+    async def one() -> Connection:
+        async with gate, asyncio.timeout(30):
+            return await target.connect()
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def drive(
+    connection: Connection, payload: bytes, step: Step, target: Target, deadline: float, tally: Tally
+) -> None:
+    """One client: request after request on its connection, until its count or time is up."""
+    for sent in range(step.max_requests):
+        if sent and time.perf_counter() >= deadline:
+            break
+        try:
+            if connection.closed:
+                connection = await target.connect()
+            async with asyncio.timeout(step.timeout):
+                response = await connection.request(payload)
+            tally.check(step, target, response)
+        except FAILURES as exc:
+            tally.fail(exc)
+            connection.close()
+    connection.close()
+
+
+async def run_requests(step: Step, target: Target, meter: ServerMeter) -> dict[str, Any]:
+    """A stream or complete step: connect every client, then let them all go at once."""
+    connections = await connect_all(target, step.concurrency)
+    payloads = [target.payload(step, f"{step.workload}-{i}") for i in range(step.concurrency)]
+    tally = Tally()
+    start = Reading.take(meter)
+    deadline = start.wall + step.duration if step.duration is not None else float("inf")
+    await asyncio.gather(
+        *(drive(c, p, step, target, deadline, tally) for c, p in zip(connections, payloads, strict=True))
+    )
+    window = Window.between(start, Reading.take(meter))
+    return rates(step, tally, window)
+
+
+def rates(step: Step, tally: Tally, window: Window) -> dict[str, Any]:
+    """The figures of one step, from its tally and its time window."""
+    per_unit = tally.tokens if step.kind == "stream" else tally.requests
+    server_us = window.server_cpu * 1e6 if window.server_cpu is not None else None
+    return {
+        "requests": tally.requests,
+        "invalid": tally.invalid,
+        "error": tally.first_error,
+        "valid": tally.invalid == 0 and tally.requests > 0,
+        "seconds": window.wall,
+        "tokens": tally.tokens,
+        "tokens_per_s": tally.tokens / window.wall if step.kind == "stream" else None,
+        "requests_per_s": tally.requests / window.wall,
+        "server_cpu_us_per_unit": server_us / per_unit if server_us is not None and per_unit else None,
+        "server_cpu_share": window.server_cpu / window.wall if window.server_cpu is not None else None,
+        "client_cpu_share": window.client_cpu / window.wall,
+        "others_cpu_share": window.others_cpu / window.wall if window.others_cpu is not None else None,
+        "ttft_ms": summary_ms(tally.ttfts),
+        "gap_ms": summary_ms(tally.gaps),
+    }
+
+
+async def run_idle(step: Step, target: Target, meter: ServerMeter) -> dict[str, Any]:
+    """Open ``concurrency`` silent streams, wait for every head, and weigh the server's RSS."""
+    connections = await connect_all(target, step.concurrency)
+    before = meter.rss()
+    tally = Tally()
+    try:
+        for i, connection in enumerate(connections):
+            connection.send(target.payload(step, f"idle-{i}"), watch_head=True)
+        async with asyncio.timeout(step.timeout):
+            heads = await asyncio.gather(*(c.head() for c in connections), return_exceptions=True)
+        for head in heads:
+            _count_head(head, tally)
+        after = meter.rss()
+    finally:
+        for connection in connections:
+            connection.close()
+    grown = after - before if after is not None and before is not None else None
+    return {
+        "requests": tally.requests,
+        "invalid": tally.invalid,
+        "error": tally.first_error,
+        "valid": tally.invalid == 0 and tally.requests == step.concurrency,
+        "rss_before": before,
+        "rss_after": after,
+        "rss_per_stream_bytes": grown / step.concurrency if grown is not None else None,
+    }
+
+
+def _count_head(head: Response | BaseException, tally: Tally) -> None:
+    if isinstance(head, BaseException):
+        tally.fail(head)
+    elif head.status != 200 or not head.headers.get("content-type", "").startswith("text/event-stream"):
+        tally.fail(Invalid(f"an idle stream got status {head.status}, {head.headers.get('content-type')}"))
+    else:
+        tally.requests += 1
+
+
+async def run_plan(plan: dict[str, Any]) -> None:
+    """Every step of the plan, in order; one JSON line per step."""
+    target = Target(**plan["target"])
+    meter = ServerMeter(plan.get("server_pid"))
+    for raw in plan["steps"]:
+        step = Step.from_dict(raw)
+        runner = run_idle if step.kind == "idle" else run_requests
+        try:
+            result = await runner(step, target, meter)
+        except FAILURES as exc:
+            result = {"valid": False, "requests": 0, "invalid": 1, "error": f"{type(exc).__name__}: {exc}"}
+        line = orjson.dumps({"step": step.to_dict(), "label": step.label, "result": result})
+        sys.stdout.buffer.write(line + b"\n")
+        sys.stdout.buffer.flush()
+
+
+def main() -> None:
+    plan = orjson.loads(sys.stdin.buffer.read())
+    prepare_process(plan.get("cpu"))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run_plan(plan))
+    else:
+        uvloop.run(run_plan(plan))
+
+
+if __name__ == "__main__":
+    main()

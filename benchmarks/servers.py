@@ -1,0 +1,217 @@
+"""The servers under test, and the child process that runs one of them.
+
+``python -m benchmarks.servers NAME`` binds ``127.0.0.1:0`` itself, prints ``READY <port>`` once
+the socket listens (connections wait in its backlog until the server accepts them), and serves
+until it is terminated. Granian binds its own socket in its own worker process, so for it the
+child prints ``PORT <port>`` and the harness connects until the port answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.agents import BenchAgent
+
+MODEL = "bench"
+BACKLOG = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One server under test: a short name, what it is, and the modules it needs."""
+
+    name: str
+    kind: str  # "ours", "peer" or "floor"
+    description: str
+    requires: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """The modules it needs that are not installed."""
+        return [module for module in self.requires if importlib.util.find_spec(module) is None]
+
+
+SERVERS = (
+    Server("floor", "floor", "asyncio.Protocol, pre-encoded chunks, uvloop", ("uvloop",)),
+    Server("aiohttp", "ours", "create_app on aiohttp AppRunner, uvloop", ("uvloop",)),
+    Server("uvicorn", "ours", "create_asgi_app on uvicorn, uvloop + httptools", ("uvloop", "httptools")),
+    Server("uvicorn-h11", "ours", "create_asgi_app on uvicorn, asyncio + h11", ("h11",)),
+    Server("hypercorn", "ours", "create_asgi_app on hypercorn (h11), uvloop", ("hypercorn", "uvloop")),
+    Server("granian", "ours", "create_asgi_app on granian (Rust HTTP), 1 worker, uvloop", ("granian",)),
+    Server("sse-starlette", "peer", "EventSourceResponse on uvicorn, uvloop + httptools", ("sse_starlette",)),
+    Server("aiohttp-sse", "peer", "aiohttp_sse.sse_response on aiohttp, uvloop", ("aiohttp_sse", "uvloop")),
+    Server("naive", "peer", "aiohttp, Queue + json.dumps + one write per token, uvloop", ("uvloop",)),
+)
+QUICK = ("floor", "aiohttp", "uvicorn", "sse-starlette", "aiohttp-sse", "naive")
+
+
+def by_name(name: str) -> Server:
+    for server in SERVERS:
+        if server.name == name:
+            return server
+    raise KeyError(f"no server named {name!r}; known: {', '.join(s.name for s in SERVERS)}")
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def announce(word: str, port: int) -> None:
+    print(f"{word} {port}", flush=True)
+
+
+def nanobot_asgi() -> Any:
+    """The ASGI app under test (a factory, so granian's worker can import it)."""
+    from nanobot.api.asgi import create_asgi_app
+
+    return create_asgi_app(BenchAgent(), model_name=MODEL)
+
+
+async def _until_terminated() -> None:
+    """Wait for SIGTERM or SIGINT."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+def run_aiohttp(make_app: Callable[[BenchAgent], Any]) -> None:
+    """An aiohttp application on ``AppRunner`` + ``SockSite``, on uvloop."""
+    import uvloop
+    from aiohttp import web
+
+    async def main() -> None:
+        runner = web.AppRunner(make_app(BenchAgent()), access_log=None, handle_signals=False)
+        await runner.setup()
+        sock = listening_socket()
+        await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        announce("READY", sock.getsockname()[1])
+        try:
+            await _until_terminated()
+        finally:
+            await runner.cleanup()
+
+    uvloop.run(main())
+
+
+def run_uvicorn(app: Any, *, loop: str, http: str) -> None:
+    """An ASGI app on uvicorn, serving a socket we bound."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        loop=loop,
+        http=http,
+        log_level="warning",
+        access_log=False,
+        backlog=BACKLOG,
+        timeout_graceful_shutdown=1,
+    )
+    sock = listening_socket()
+    announce("READY", sock.getsockname()[1])
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_hypercorn(app: Any) -> None:
+    """An ASGI app on hypercorn's asyncio worker, on uvloop, serving a socket we bound."""
+    import uvloop
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = listening_socket()
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.backlog = BACKLOG
+    config.graceful_timeout = 1
+    announce("READY", sock.getsockname()[1])
+    uvloop.run(serve(app, config, shutdown_trigger=_until_terminated, mode="asgi"))
+
+
+def run_granian() -> None:
+    """Our ASGI app on granian: one worker process, single-threaded runtime, uvloop."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops, RuntimeModes
+    from granian.log import LogLevels
+
+    probe = listening_socket()
+    port = probe.getsockname()[1]
+    probe.close()
+    announce("PORT", port)
+    Granian(
+        "benchmarks.servers:nanobot_asgi",
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        runtime_mode=RuntimeModes.st,
+        loop=Loops.uvloop,
+        factory=True,
+        log_level=LogLevels.warning,
+        backlog=BACKLOG,
+    ).serve()
+
+
+def run_floor() -> None:
+    """The floor protocol on uvloop."""
+    import uvloop
+
+    from benchmarks.floor import FloorProtocol
+
+    async def main() -> None:
+        agent = BenchAgent()
+        sock = listening_socket()
+        server = await asyncio.get_running_loop().create_server(lambda: FloorProtocol(agent), sock=sock)
+        announce("READY", sock.getsockname()[1])
+        try:
+            await _until_terminated()
+        finally:
+            server.close()
+
+    uvloop.run(main())
+
+
+def _nanobot_aiohttp(agent: BenchAgent) -> Any:
+    from nanobot.api.server import create_app
+
+    return create_app(agent, model_name=MODEL)
+
+
+def run(name: str, cpu: int | None) -> None:
+    """Serve the server called ``name``, pinned to ``cpu``, until terminated."""
+    from benchmarks import peers
+    from benchmarks.processes import prepare_process
+
+    prepare_process(cpu)
+
+    runners: dict[str, Callable[[], None]] = {
+        "floor": run_floor,
+        "aiohttp": lambda: run_aiohttp(_nanobot_aiohttp),
+        "uvicorn": lambda: run_uvicorn(nanobot_asgi(), loop="uvloop", http="httptools"),
+        "uvicorn-h11": lambda: run_uvicorn(nanobot_asgi(), loop="asyncio", http="h11"),
+        "hypercorn": lambda: run_hypercorn(nanobot_asgi()),
+        "granian": run_granian,
+        "sse-starlette": lambda: run_uvicorn(
+            peers.sse_starlette_app(BenchAgent()), loop="uvloop", http="httptools"
+        ),
+        "aiohttp-sse": lambda: run_aiohttp(peers.aiohttp_sse_app),
+        "naive": lambda: run_aiohttp(peers.naive_app),
+    }
+    runners[name]()
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "-" else None)

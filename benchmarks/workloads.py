@@ -1,0 +1,86 @@
+"""The workloads: what each step of a run asks, for a full run, a ``--quick`` one and ``--url``.
+
+- W1 firehose: 256 tokens, no delay, 1/16/64/256 concurrent streams; tokens/s, CPU-µs/token.
+- W2 paced: 64 tokens at 20 ms, 256 concurrent streams, each its own session; TTFT and gaps.
+- W3 overhead: non-streamed requests/s.
+- idle: RSS per open, silent stream.
+Warm-up steps run first and are not reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SILENT_DELAY = 3600.0  # a paced stream this slow says nothing while it is measured
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One measured step: ``concurrency`` clients, each sending requests on its own connection.
+
+    A client repeats its request until it has sent ``max_requests`` or ``duration`` seconds have
+    passed (``None``: no time limit); every client sends at least one.
+    """
+
+    workload: str  # "W1", "W2", "W3", "idle" or "warmup"
+    kind: str  # "stream", "complete" or "idle"
+    concurrency: int
+    tokens: int
+    delay: float = 0.0
+    duration: float | None = None
+    max_requests: int = 1
+    timeout: float = 60.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.workload} c={self.concurrency}"
+
+    @property
+    def reported(self) -> bool:
+        return self.workload != "warmup"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        return cls(**data)
+
+
+def _warmup(seconds: float) -> list[Step]:
+    return [
+        Step("warmup", "stream", 8, 64, duration=seconds, max_requests=100_000),
+        Step("warmup", "complete", 8, 16, duration=seconds / 2, max_requests=100_000),
+    ]
+
+
+def full_plan(idle_streams: int = 1000, seconds: float = 4.0) -> list[Step]:
+    """The full run (idle first, on a barely-warm server, so freed memory is not reused)."""
+    firehose = [
+        Step("W1", "stream", c, 256, duration=seconds, max_requests=100_000) for c in (1, 16, 64, 256)
+    ]
+    return [
+        *_warmup(1.0),
+        Step("idle", "idle", idle_streams, 1, delay=SILENT_DELAY),
+        *_warmup(1.0),
+        *firehose,
+        Step("W2", "stream", 256, 64, delay=0.02, max_requests=2),
+        Step("W3", "complete", 32, 16, duration=seconds, max_requests=100_000),
+    ]
+
+
+def quick_plan() -> list[Step]:
+    """A tiny run that proves every path works; its timings mean nothing."""
+    return [
+        Step("W1", "stream", 1, 8, max_requests=3, timeout=10),
+        Step("W1", "stream", 2, 8, max_requests=3, timeout=10),
+        Step("W2", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10),
+        Step("W3", "complete", 2, 8, max_requests=3, timeout=10),
+        Step("idle", "idle", 4, 1, delay=SILENT_DELAY, timeout=10),
+    ]
+
+
+def url_plan(concurrencies: list[int], requests: int) -> list[Step]:
+    """Against an outside endpoint: streams only; the model decides the tokens."""
+    return [Step("stream", "stream", c, 0, max_requests=requests, timeout=300) for c in concurrencies]
