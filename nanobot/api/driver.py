@@ -60,6 +60,36 @@ class _Pipe:
         return data
 
 
+class _Keepalive:
+    """Flags a ping as due after ``interval`` seconds without output: one timer per stream,
+    re-armed only when it fires, so a token costs a clock read rather than a timer."""
+
+    __slots__ = ("_handle", "_interval", "_loop", "_pipe", "due", "last")
+
+    def __init__(self, interval: float, pipe: _Pipe) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._interval = interval
+        self._pipe = pipe
+        self.due = False
+        self.last = self._loop.time()
+        self._handle = self._loop.call_at(self.last + interval, self._check)
+
+    def touch(self) -> None:
+        """Output just went out."""
+        self.last = self._loop.time()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now >= self.last + self._interval:
+            self.due = True
+            self._pipe.ready.set()
+            self.last = now
+        self._handle = self._loop.call_at(self.last + self._interval, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 async def run_turn(
     invoke: Invoke,
     *,
@@ -110,23 +140,25 @@ async def stream_turn(
         run_turn(invoke, hold=hold, timeout=timeout, on_stream=on_stream, on_stream_end=_segment_end)
     )
     task.add_done_callback(lambda _: pipe.ready.set())
+    keepalive = _Keepalive(ping_interval, pipe) if ping_interval > 0 else None
     try:
         while True:
             data = pipe.take()
             if data:
+                if keepalive is not None:
+                    keepalive.touch()
                 yield data
             elif task.done():
                 break
-            elif ping_interval > 0:
-                try:
-                    async with asyncio.timeout(ping_interval):
-                        await pipe.ready.wait()
-                except TimeoutError:
-                    yield stream.ping()
+            elif keepalive is not None and keepalive.due:
+                keepalive.due = False
+                yield stream.ping()
             else:
                 await pipe.ready.wait()
         yield _closing_bytes(task, stream)
     finally:
+        if keepalive is not None:
+            keepalive.cancel()
         if not task.done():
             task.cancel()
             with suppress(asyncio.CancelledError, Exception):
