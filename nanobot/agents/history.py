@@ -1,0 +1,140 @@
+"""Session stores for the ``openai`` agent: each session's conversation, in memory or in SQLite.
+
+A store holds the turns of a session (user and assistant messages, and any system messages a
+client sent itself); the agent's own system prompt is not stored, it is put first on every call,
+so changing ``--system-prompt`` applies to old sessions too. A store only loads and replaces
+whole conversations: the agent saves once per completed turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, TypedDict
+
+import orjson
+
+from nanobot.config import ConfigError
+
+SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+class ChatMessage(TypedDict):
+    role: str
+    content: str
+
+
+class History(Protocol):
+    """Where sessions' conversations live between turns."""
+
+    async def load(self, session: str) -> list[ChatMessage]: ...
+
+    async def save(self, session: str, messages: Sequence[ChatMessage]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def trimmed(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage]:
+    """At most ``limit`` messages after the leading system ones, dropping whole turns, oldest first.
+
+    A turn starts at a user message, so what is kept never starts with an assistant's answer.
+    """
+    head = 0
+    while head < len(messages) and messages[head]["role"] in SYSTEM_ROLES:
+        head += 1
+    start = head
+    while len(messages) - start > limit:
+        start += 1
+        while start < len(messages) and messages[start]["role"] != "user":
+            start += 1
+    return [*messages[:head], *messages[start:]]
+
+
+class MemoryHistory:
+    """Conversations in a dict, lost at exit; the least recently used sessions go past ``max_sessions``."""
+
+    def __init__(self, max_sessions: int = 10_000) -> None:
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, list[ChatMessage]] = OrderedDict()
+
+    async def load(self, session: str) -> list[ChatMessage]:
+        messages = self._sessions.get(session)
+        if messages is None:
+            return []
+        self._sessions.move_to_end(session)
+        return list(messages)
+
+    async def save(self, session: str, messages: Sequence[ChatMessage]) -> None:
+        self._sessions[session] = list(messages)
+        self._sessions.move_to_end(session)
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+
+    async def aclose(self) -> None:
+        self._sessions.clear()
+
+
+class SQLiteHistory:
+    """Conversations in a SQLite file, one row per session, surviving restarts.
+
+    The stdlib driver blocks, so every call runs in a worker thread; a lock keeps the one
+    connection to one thread at a time, also when the awaiting task was cancelled.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS sessions "
+                "(session TEXT PRIMARY KEY, messages TEXT NOT NULL, updated REAL NOT NULL)"
+            )
+        except sqlite3.Error as exc:
+            raise ConfigError(f"Cannot open the history database {str(self.path)!r}: {exc}") from exc
+
+    async def load(self, session: str) -> list[ChatMessage]:
+        return await asyncio.to_thread(self._load, session)
+
+    async def save(self, session: str, messages: Sequence[ChatMessage]) -> None:
+        await asyncio.to_thread(self._save, session, orjson.dumps(list(messages)).decode())
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _load(self, session: str) -> list[ChatMessage]:
+        with self._lock:
+            row = self._db.execute("SELECT messages FROM sessions WHERE session = ?", (session,)).fetchone()
+        if row is None:
+            return []
+        messages: list[ChatMessage] = orjson.loads(row[0])
+        return messages
+
+    def _save(self, session: str, encoded: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO sessions (session, messages, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT (session) DO UPDATE "
+                "SET messages = excluded.messages, updated = excluded.updated",
+                (session, encoded, time.time()),
+            )
+
+    def _close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_history(spec: str) -> History:
+    """``memory``, or ``sqlite:PATH``."""
+    if spec == "memory":
+        return MemoryHistory()
+    kind, _, path = spec.partition(":")
+    if kind == "sqlite" and path:
+        return SQLiteHistory(path)
+    raise ConfigError(f"history must be 'memory' or 'sqlite:PATH', not {spec!r}")
