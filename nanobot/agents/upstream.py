@@ -1,0 +1,181 @@
+"""The upstream: one OpenAI-compatible server, streamed over one pooled ``httpx.AsyncClient``.
+
+Every fault becomes the API error a client should see: unreachable, refused, failed or broken
+upstreams are 502 (:class:`UpstreamFailed`), its 429 is our 429 with its ``Retry-After``, its
+silence past the ``httpx`` timeouts is 504. Nothing is retried: a turn runs upstream at most once.
+Cancelling :meth:`Upstream.complete` closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from nanobot.agents.chunks import ChunkReader, EventDecoder, error_detail
+from nanobot.agents.history import ChatMessage
+from nanobot.api.completion import Usage
+from nanobot.api.errors import AgentTimeout, APIError, RateLimited, UpstreamFailed
+
+logger = logging.getLogger("nanobot.agents.upstream")
+
+OnDelta = Callable[[str], Awaitable[None]]
+
+#: Connecting must be quick; the gap between two upstream reads may be long (prefill, model
+#: loading). The whole turn is bounded by the server's ``request_timeout`` anyway.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=None)
+#: Turns are already bounded by the server (one per session); let the upstream queue them.
+DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+#: How long to wait for the end of the response body after ``[DONE]`` (to reuse the connection).
+DRAIN_GRACE = 1.0
+#: How much of an error body to read.
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One answer: its whole text and, when the upstream told us, its token counts."""
+
+    content: str
+    usage: Usage | None = None
+
+
+def chat_endpoint(url: str) -> str:
+    """``.../v1`` or the full ``.../v1/chat/completions``: the URL to POST to."""
+    base = url.rstrip("/")
+    return base if base.endswith("/chat/completions") else f"{base}/chat/completions"
+
+
+class Upstream:
+    """Streams chat completions from ``url`` (e.g. ``http://localhost:11434/v1``) for ``model``."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoint = chat_endpoint(url)
+        self.model = model
+        headers = {
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",  # a compressing upstream or proxy would hold tokens back
+            "Content-Type": "application/json",
+            "User-Agent": "nanobot-api",
+        }
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.AsyncClient(
+            headers=headers, timeout=timeout, limits=DEFAULT_LIMITS, transport=transport
+        )
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], on_delta: OnDelta, *, request_id: str | None = None
+    ) -> Completion:
+        """Stream one answer to ``messages``, handing each text delta to ``on_delta`` as it comes."""
+        body = {
+            "model": self.model,
+            "messages": list(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        headers = {"X-Request-Id": request_id} if request_id else None
+        try:
+            async with self._client.stream(
+                "POST", self.endpoint, content=orjson.dumps(body), headers=headers
+            ) as response:
+                if not response.is_success:
+                    raise await self._refusal(response)
+                return await self._read(response, on_delta)
+        except httpx.TransportError as exc:
+            raise self._fault(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _read(self, response: httpx.Response, on_delta: OnDelta) -> Completion:
+        reader = ChunkReader(self.endpoint)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            text = reader.read_completion(await response.aread())
+            if text:
+                await on_delta(text)
+            return Completion(text, reader.usage)
+        decoder = EventDecoder()
+        lines = response.aiter_lines()
+        async for line in lines:
+            data = decoder.decode(line)
+            text = reader.feed(data) if data is not None else ""
+            if text:
+                await on_delta(text)
+            if reader.done:
+                await _drain(lines)
+                break
+        else:
+            tail = decoder.flush()
+            if tail is not None:
+                reader.feed(tail)
+        if not reader.complete:
+            raise UpstreamFailed(
+                f"The upstream at {self.endpoint} ended the stream before the answer was complete.",
+                code="upstream_broken",
+            )
+        return Completion(reader.content, reader.usage)
+
+    def _fault(self, exc: httpx.TransportError) -> APIError:
+        """The error for a request that failed on the network: unreachable, silent or cut off."""
+        logger.warning("upstream %s failed: %r", self.endpoint, exc)
+        where = f"The upstream at {self.endpoint}"
+        if isinstance(exc, httpx.TimeoutException):
+            return AgentTimeout(f"{where} did not answer in time ({type(exc).__name__}).")
+        if isinstance(exc, httpx.ConnectError):
+            return UpstreamFailed(f"Cannot reach the upstream at {self.endpoint}: {exc}.")
+        return UpstreamFailed(
+            f"{where} broke off the answer ({type(exc).__name__}: {exc}).", code="upstream_broken"
+        )
+
+    async def _refusal(self, response: httpx.Response) -> APIError:
+        """The error for a non-2xx answer, read from at most :data:`ERROR_BODY_LIMIT` bytes."""
+        status = response.status_code
+        detail = error_detail(await _json_prefix(response)) or response.reason_phrase
+        where = f"The upstream at {self.endpoint}"
+        logger.warning("upstream %s answered %d: %s", self.endpoint, status, detail)
+        if status in (401, 403):
+            return UpstreamFailed(
+                f"{where} rejected our API key ({status}); check --upstream-api-key.",
+                code="upstream_unauthorized",
+            )
+        if status == 429:
+            retry = {k: v for k in ("Retry-After", "Retry-After-Ms") if (v := response.headers.get(k))}
+            return RateLimited(f"{where} is rate limiting us (429): {detail}", headers=retry)
+        if status == 404:
+            detail += "; check --upstream-url (it usually ends in /v1) and --upstream-model"
+        return UpstreamFailed(f"{where} answered {status}: {detail}")
+
+
+async def _json_prefix(response: httpx.Response) -> Any:
+    body = b""
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) >= ERROR_BODY_LIMIT:
+            return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read to the end of the body so the connection goes back to the pool; give up quickly."""
+    with suppress(TimeoutError, httpx.TransportError):
+        async with asyncio.timeout(DRAIN_GRACE):
+            async for _ in lines:
+                pass
