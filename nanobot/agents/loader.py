@@ -16,13 +16,21 @@ class AgentLoadError(Exception):
 
 
 def load_agent(spec: str, settings: Settings | None = None) -> Agent:
-    """``echo``, or ``module:attribute`` (an agent, a class, a zero-argument factory)."""
+    """``echo``, ``openai``, or ``module:attribute`` (an agent, a class, a zero-argument factory).
+
+    Raises :class:`AgentLoadError` for a spec naming nothing usable, and ``ConfigError`` when the
+    settings the agent needs are missing or wrong (``openai`` without an upstream URL or model).
+    """
     settings = settings or Settings()
     if spec == "echo":
         return EchoAgent(delay=settings.echo_delay)
+    if spec == "openai":
+        from nanobot.agents.openai import OpenAIAgent
+
+        return OpenAIAgent.from_settings(settings)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise AgentLoadError(f"Agent spec {spec!r} is neither 'echo' nor 'module:attribute'.")
+        raise AgentLoadError(f"Agent spec {spec!r} is not 'echo', 'openai' or 'module:attribute'.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,0 +1,100 @@
+"""The ``openai`` agent: each turn streamed from an OpenAI-compatible server, each session remembered.
+
+A client may send only its new message (the session's stored conversation is sent before it),
+or the whole conversation, as Open WebUI does (sent as is, never doubled). Our system prompt goes
+first unless the conversation brings its own. A turn is saved only once the upstream finished
+it: a failed, timed-out or cancelled turn leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from nanobot.agents.history import SYSTEM_ROLES, ChatMessage, History, MemoryHistory, open_history, trimmed
+from nanobot.agents.upstream import Completion, Upstream
+from nanobot.config import ConfigError, Settings
+
+
+class OpenAIAgent:
+    """Relays turns to ``upstream``, keeping at most ``max_messages`` turn messages per session."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        history: History | None = None,
+        system_prompt: str | None = None,
+        max_messages: int = 100,
+    ) -> None:
+        self.upstream = upstream
+        self.history: History = history if history is not None else MemoryHistory()
+        self.system_prompt = system_prompt or None
+        self.max_messages = max_messages
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIAgent:
+        """The agent ``nanobot serve --agent openai`` runs; a :class:`ConfigError` names what is missing."""
+        url, model = settings.upstream_url, settings.upstream_model
+        if not url or not model:
+            raise ConfigError(
+                "The openai agent needs --upstream-url (e.g. http://localhost:11434/v1) and "
+                "--upstream-model (or NANOBOT_UPSTREAM_URL and NANOBOT_UPSTREAM_MODEL)."
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"--upstream-url must start with http:// or https://, not {url!r}")
+        history = open_history(settings.history)
+        return cls(
+            Upstream(url, model, api_key=settings.upstream_api_key),
+            history=history,
+            system_prompt=settings.system_prompt,
+            max_messages=settings.history_max_messages,
+        )
+
+    async def process_direct(
+        self,
+        *,
+        content: str,
+        session_key: str,
+        channel: str = "",
+        chat_id: str = "",
+        media: list[str] | None = None,
+        on_stream: Callable[[str], Awaitable[None]] | None = None,
+        on_stream_end: Callable[..., Awaitable[None]] | None = None,
+        messages: Sequence[ChatMessage] | None = None,
+        request_id: str | None = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """One turn: the conversation upstream, its answer streamed to ``on_stream``, then saved."""
+        if messages is not None and len(messages) > 1:
+            conversation = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+        else:
+            conversation = [*await self.history.load(session_key), ChatMessage(role="user", content=content)]
+        completion = await self.upstream.complete(
+            self._with_system_prompt(conversation), on_stream or _discard, request_id=request_id
+        )
+        if on_stream_end is not None:
+            await on_stream_end()
+        answer = ChatMessage(role="assistant", content=completion.content)
+        await self.history.save(session_key, trimmed([*conversation, answer], self.max_messages))
+        return completion
+
+    async def aclose(self) -> None:
+        """Close the upstream client and the store; later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.upstream.aclose()
+        finally:
+            await self.history.aclose()
+
+    def _with_system_prompt(self, conversation: list[ChatMessage]) -> list[ChatMessage]:
+        if self.system_prompt is None or any(m["role"] in SYSTEM_ROLES for m in conversation):
+            return conversation
+        return [ChatMessage(role="system", content=self.system_prompt), *conversation]
+
+
+async def _discard(_: str) -> None:
+    """``on_delta`` for a non-streaming turn: the text is returned whole instead."""

@@ -1,0 +1,202 @@
+"""A fake OpenAI-compatible upstream: an aiohttp server on loopback playing scripted answers.
+
+Queue scripts with :meth:`FakeUpstream.will` (one per request, in order; an exhausted queue
+answers ``"ok"``); every request's body and headers are recorded and ``arrived`` is set.
+``closed`` is set when a client hangs up on a script still running; ``release`` lets scripts
+that stall finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.support.servers import listening_socket
+
+Script = Callable[[web.Request, "FakeUpstream"], Awaitable[web.StreamResponse]]
+Gate = Callable[[int], Awaitable[None]]
+
+
+@dataclass
+class Seen:
+    """One request the upstream got."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]  # names in lower case
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = self.body["messages"]
+        return messages
+
+
+@dataclass
+class FakeUpstream:
+    url: str = ""
+    requests: list[Seen] = field(default_factory=list)
+    scripts: deque[Script] = field(default_factory=deque)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def will(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    @property
+    def last(self) -> Seen:
+        return self.requests[-1]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(Seen(await request.json(), {k.lower(): v for k, v in request.headers.items()}))
+        self.arrived.set()
+        script = self.scripts.popleft() if self.scripts else answer("ok")
+        try:
+            return await script(request, self)
+        except asyncio.CancelledError:
+            self.closed.set()
+            raise
+
+
+@asynccontextmanager
+async def run_upstream() -> AsyncIterator[FakeUpstream]:
+    """Serve a :class:`FakeUpstream` at a free loopback port; its ``url`` ends in ``/v1``."""
+    upstream = FakeUpstream()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", upstream.handle)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    sock = listening_socket()
+    await web.SockSite(runner, sock).start()
+    upstream.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    try:
+        yield upstream
+    finally:
+        upstream.release.set()
+        await runner.cleanup()
+
+
+# -- the chunks a real server sends ------------------------------------------------------------
+
+
+def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+    """One ``chat.completion.chunk`` event, shaped like OpenAI's (``delta=None``: no choices)."""
+    payload = {
+        "id": "chatcmpl-up",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "up-model",
+        "system_fingerprint": None,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "usage": None,
+        **extra,
+    }
+    return event(payload)
+
+
+def event(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def answer_events(tokens: Iterable[str], usage: tuple[int, int] | None = (3, 2)) -> list[bytes]:
+    """What OpenAI streams for ``tokens``: role, tokens, stop, usage, ``[DONE]``."""
+    events = [b": warming up\n\n", chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [chunk({"content": token}) for token in tokens]
+    events.append(chunk({"content": None}, "stop"))
+    if usage is not None:
+        prompt, completion = usage
+        counts = {"prompt_tokens": prompt, "completion_tokens": completion}
+        events.append(chunk(None, usage={**counts, "total_tokens": prompt + completion}))
+    return [*events, DONE]
+
+
+# -- scripts -----------------------------------------------------------------------------------
+
+
+async def _open_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    return response
+
+
+def answer(*tokens: str, usage: tuple[int, int] | None = (3, 2), gate: Gate | None = None) -> Script:
+    """Stream ``tokens`` as OpenAI does; ``gate(k)`` is awaited before the ``k``-th token."""
+
+    async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
+        response = await _open_stream(request)
+        for position, data in enumerate(answer_events(tokens, usage)):
+            k = position - 2  # a comment and the role chunk come before the first token
+            if gate is not None and 0 <= k < len(tokens):
+                await gate(k)
+            await response.write(data)
+        await response.write_eof()
+        return response
+
+    return play
+
+
+def raw(*events: bytes, then: str = "end") -> Script:
+    """Send ``events`` as they are, then ``end`` the body, ``stall`` until released, or ``drop``."""
+
+    async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
+        response = await _open_stream(request)
+        for data in events:
+            await response.write(data)
+        if then == "stall":
+            await upstream.release.wait()
+        elif then == "drop":
+            assert request.transport is not None
+            request.transport.close()  # no last chunk: the body ends mid-answer
+            return response
+        await response.write_eof()
+        return response
+
+    return play
+
+
+def refuse(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Script:
+    """Answer ``status`` with ``body``: bytes as they are, else JSON (OpenAI's error by default)."""
+    payload = body if body is not None else {"error": {"message": f"refused with {status}", "type": "x"}}
+
+    async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
+        if isinstance(payload, bytes):
+            return web.Response(body=payload, status=status, headers=headers, content_type="text/html")
+        return web.json_response(payload, status=status, headers=headers)
+
+    return play
+
+
+def complete(text: str, usage: tuple[int, int] = (4, 1)) -> Script:
+    """Answer with a whole ``chat.completion`` JSON, as a server that ignores ``stream`` does."""
+    body = {
+        "id": "chatcmpl-up",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
+    }
+
+    async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
+        return web.json_response(body)
+
+    return play
+
+
+def silent() -> Script:
+    """Never answer, not even with headers, until released."""
+
+    async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
+        await upstream.release.wait()
+        return web.Response(status=503)
+
+    return play
