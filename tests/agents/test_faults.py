@@ -1,0 +1,134 @@
+"""Upstream faults reach the client as clear errors, on both stacks, and never touch history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.agents.conftest import Relay, make_agent
+from tests.conformance.conftest import Serve
+from tests.support.servers import listening_socket
+from tests.support.sse import data_events, text_of
+from tests.support.upstream import FakeUpstream, Script, answer, chunk, event, raw, refuse, silent
+
+pytestmark = pytest.mark.asyncio
+
+CHAT = "/v1/chat/completions"
+HI = {"messages": [{"role": "user", "content": "hi"}]}
+TOKEN = chunk({"role": "assistant", "content": "partial"})
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    return error
+
+
+def stream_error(response: httpx.Response, text: str = "") -> dict[str, Any]:
+    """The one error event a failed stream ends with, after ``text``; no stop chunk, no ``[DONE]``."""
+    assert response.status_code == 200
+    events = data_events(response.content)
+    assert text_of(events) == text
+    assert "[DONE]" not in events
+    assert all(c["choices"][0]["finish_reason"] is None for c in events[:-1])
+    error: dict[str, Any] = events[-1]["error"]
+    return error
+
+
+REFUSALS = [
+    pytest.param(refuse(401), 502, "upstream_unauthorized", "rejected our API key (401)", id="401"),
+    pytest.param(refuse(403), 502, "upstream_unauthorized", "rejected our API key (403)", id="403"),
+    pytest.param(refuse(500), 502, "upstream_error", "answered 500: refused with 500", id="500"),
+    pytest.param(
+        refuse(503, b"<html>"), 502, "upstream_error", "answered 503: Service Unavailable", id="503"
+    ),
+    pytest.param(refuse(404, {"detail": "no"}), 502, "upstream_error", "no; check --upstream-url", id="404"),
+    pytest.param(refuse(429, headers={"Retry-After": "7"}), 429, "rate_limit_exceeded", "(429)", id="429"),
+]
+
+
+@pytest.mark.parametrize(("script", "status", "code", "says"), REFUSALS)
+async def test_upstream_refusals_are_clear_statuses(
+    relay: Relay, upstream: FakeUpstream, script: Script, status: int, code: str, says: str
+) -> None:
+    upstream.will(script, script)
+    client = await relay(api_key="sk-secret")
+    response = await client.post(CHAT, json=HI)
+    error = error_of(response, status)
+    assert (error["code"], error["type"]) == (code, "rate_limit_error" if status == 429 else "server_error")
+    assert says in error["message"] and upstream.url in error["message"]
+    assert "sk-secret" not in response.text
+    if status == 429:
+        assert response.headers["retry-after"] == "7"
+        assert "x-should-retry" not in response.headers  # the upstream did no work: retrying is safe
+    else:
+        assert response.headers["x-should-retry"] == "false"
+    assert stream_error(await client.post(CHAT, json={**HI, "stream": True}))["code"] == code
+
+
+async def test_an_unreachable_upstream_is_502_naming_it(serve: Serve) -> None:
+    with listening_socket() as sock:  # bound, then closed: nothing listens on that port
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    client = await serve(make_agent(url))
+    error = error_of(await client.post(CHAT, json=HI), 502)
+    assert error["code"] == "upstream_error"
+    assert error["message"].startswith(f"Cannot reach the upstream at {url}/chat/completions")
+    assert stream_error(await client.post(CHAT, json={**HI, "stream": True}))["code"] == "upstream_error"
+
+
+MID_STREAM = [
+    pytest.param(raw(TOKEN, b"data: {oops\n\n"), "upstream_malformed", "malformed chunk", id="malformed"),
+    pytest.param(raw(TOKEN, then="drop"), "upstream_broken", "broke off the answer", id="dropped"),
+    pytest.param(raw(TOKEN), "upstream_broken", "ended the stream before", id="no-done"),
+    pytest.param(
+        raw(TOKEN, event({"error": {"message": "CUDA out of memory"}})),
+        "upstream_error",
+        "failed mid-answer: CUDA out of memory",
+        id="error-event",
+    ),
+]
+
+
+@pytest.mark.parametrize(("script", "code", "says"), MID_STREAM)
+async def test_an_answer_broken_mid_stream_ends_in_an_error_event(
+    relay: Relay, upstream: FakeUpstream, script: Script, code: str, says: str
+) -> None:
+    upstream.will(script, script)
+    client = await relay()
+    error = stream_error(await client.post(CHAT, json={**HI, "stream": True}), text="partial")
+    assert error["code"] == code and says in error["message"]
+    assert error_of(await client.post(CHAT, json=HI), 502)["code"] == code
+
+
+async def test_a_silent_upstream_times_out_as_504(relay: Relay, upstream: FakeUpstream) -> None:
+    """The agent's own read timeout (here 50 ms; 300 s by default) catches a dead upstream."""
+    upstream.will(silent(), silent())
+    client = await relay(timeout=httpx.Timeout(5.0, read=0.05))
+    error = error_of(await client.post(CHAT, json=HI), 504)
+    assert error["code"] == "timeout" and "did not answer in time" in error["message"]
+    assert stream_error(await client.post(CHAT, json={**HI, "stream": True}))["code"] == "timeout"
+
+
+async def test_the_server_request_timeout_ends_the_turn_and_closes_the_upstream(
+    relay: Relay, upstream: FakeUpstream
+) -> None:
+    upstream.will(raw(TOKEN, then="stall"))
+    client = await relay(server={"request_timeout": 0.2})
+    error = stream_error(await client.post(CHAT, json={**HI, "stream": True}), text="partial")
+    assert error["code"] == "timeout"
+    await upstream.closed.wait()
+
+
+async def test_failed_turns_leave_history_unchanged(relay: Relay, upstream: FakeUpstream) -> None:
+    upstream.will(answer("A1"), refuse(500), raw(TOKEN, then="drop"), answer("A2"))
+    client = await relay()
+    for text, status in (("one", 200), ("lost", 502), ("broken", 502), ("two", 200)):
+        response = await client.post(CHAT, json={"messages": [{"role": "user", "content": text}]})
+        assert response.status_code == status
+    assert upstream.last.messages == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "two"},
+    ]
