@@ -31,7 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny correctness run (CI)")
     parser.add_argument("--servers", help="comma-separated subset: " + ",".join(s.name for s in SERVERS))
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of each W1/W3 step")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each W1/W3 step")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each W1/W3 step (best kept)")
     parser.add_argument("--idle-streams", type=int, default=1000, help="silent streams for the RSS step")
     parser.add_argument("--out", type=Path, default=OUT, help="where JSON, PNG and markdown go")
     outside = parser.add_argument_group("--url mode (any OpenAI-compatible endpoint)")
@@ -60,11 +61,12 @@ def run_local(args: argparse.Namespace) -> int:
     """Our servers, the peers and the floor, in one run."""
     mode = "quick" if args.quick else "full"
     servers = chosen_servers(args)
-    steps = quick_plan() if args.quick else full_plan(args.idle_streams, args.seconds)
+    steps = quick_plan() if args.quick else full_plan(args.idle_streams, args.seconds, args.rounds)
     self_test()
     progress(f"benchmarks ({mode}): {len(servers)} servers x {sum(s.reported for s in steps)} steps")
     suite = run_suite(servers, steps)
     if args.quick:
+        suite.notes.append("--quick checks correctness only: its timings are too short to mean anything")
         missing = [name for name in REQUIRED if name in suite.skipped]
         suite.notes.extend(f"{name}: required for --quick but skipped" for name in missing)
     publish(args.out, mode, suite, steps)

@@ -10,6 +10,7 @@ Tokens are deterministic, so the load client knows the exact text to expect.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ def token(index: int) -> str:
     return f"{VOCABULARY[index % len(VOCABULARY)]}{index}"
 
 
+@functools.cache
 def expected_text(tokens: int) -> str:
     """The whole text of a ``tokens``-token answer."""
     return "".join(token(i) for i in range(tokens))

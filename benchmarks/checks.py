@@ -6,11 +6,17 @@ assistant, each token its own event, all tokens in order, one ``stop`` chunk aft
 ``[DONE]`` and nothing else. Lenient checks (``--url`` against any endpoint): a well-formed stream
 of JSON chunks ending in ``[DONE]``. Each check returns what it measured, or raises
 :class:`Invalid` naming the first problem.
+
+The client must stay far cheaper than the servers, so the strict check has a fast path: when the
+middle events are byte for byte the compact JSON chunk of their token, sharing the bytes around
+the token with the second event (which is parsed and checked in full, like the first and the
+stop chunk), they are correct by construction. Any other encoding is parsed event by event.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +24,26 @@ import orjson
 
 from benchmarks.client import Response
 
-DONE = b"[DONE]"
+DONE = b"data: [DONE]"
+CONTENT = b'"content":'
+TOKEN_TAIL = b'},"finish_reason":null}]}'
 
 
 class Invalid(Exception):
     """A response that does not say what it should."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The answer a strict check wants: these tokens, one event each, in this order."""
+
+    tokens: tuple[str, ...]
+    text: str
+    encoded: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, tokens: Sequence[str]) -> Expected:
+        return cls(tuple(tokens), "".join(tokens), tuple(orjson.dumps(t) for t in tokens))
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +53,11 @@ class StreamFacts:
     tokens: int
     ttft: float | None
     gaps: list[float]
+    canonical: bool = False
 
 
-def check_stream(response: Response, expected: str | None, tokens: int | None) -> StreamFacts:
-    """Check a streamed answer; ``expected``/``tokens`` ``None`` means lenient (unknown text)."""
+def check_stream(response: Response, expected: Expected | None, *, gaps: bool = True) -> StreamFacts:
+    """Check a streamed answer; ``expected`` ``None`` means lenient (the text is unknown)."""
     if response.status != 200:
         raise Invalid(f"status {response.status}: {bytes(response.body[:200])!r}")
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -43,54 +65,76 @@ def check_stream(response: Response, expected: str | None, tokens: int | None) -
     events = response.events
     if not events or events[-1] != DONE:
         raise Invalid("the stream does not end with [DONE]")
+    canonical = expected is not None and _canonical(events, expected)
+    body = [events[0], events[1], events[-2]] if canonical else events[:-1]
     try:
-        chunks = orjson.loads(b"[" + b",".join(events[:-1]) + b"]")
+        chunks = orjson.loads(b"[" + b",".join([event[6:] for event in body]) + b"]")
     except orjson.JSONDecodeError as exc:
         raise Invalid(f"an event is not JSON ({exc})") from exc
-    contents = _contents(chunks, strict=expected is not None)
+    try:
+        if expected is None:
+            contents = _lenient(chunks)
+        else:
+            want = Expected.of(expected.tokens[:2]) if canonical else expected
+            contents = _strict(chunks, want)
+            contents = list(range(len(expected.tokens))) if canonical else contents
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise Invalid(f"a chunk lacks a field ({exc!r}): {str(chunks)[:200]}") from exc
     times = [response.times[i] for i in contents]
-    if expected is not None:
-        try:
-            _check_text(chunks, contents, expected, tokens)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise Invalid(f"a chunk lacks a field ({exc!r})") from exc
     ttft = times[0] - response.sent if times else None
-    return StreamFacts(len(contents), ttft, [b - a for a, b in itertools.pairwise(times)])
+    pairs = [b - a for a, b in itertools.pairwise(times)] if gaps else []
+    return StreamFacts(len(contents), ttft, pairs, canonical)
 
 
-def _contents(chunks: list[Any], *, strict: bool) -> list[int]:
-    """Indices of the chunks that carry text; checks the shape of every chunk on the way."""
+def _canonical(events: list[bytes], expected: Expected) -> bool:
+    """Events 1..n-1 are the compact chunks of tokens 1..n-1 around event 1's bytes."""
+    count = len(expected.tokens)
+    if count < 2 or len(events) != count + 2 or "" in expected.tokens:
+        return False
+    second = events[1]
+    cut = second.find(CONTENT)
+    if cut < 0 or not second.endswith(TOKEN_TAIL):
+        return False
+    head = second[: cut + len(CONTENT)]
+    return events[1:count] == [head + token + TOKEN_TAIL for token in expected.encoded[1:]]
+
+
+def _lenient(chunks: list[Any]) -> list[int]:
+    """Indices of the chunks that carry text, from any OpenAI-compatible server."""
     found: list[int] = []
-    first_id = chunks[0].get("id") if chunks and isinstance(chunks[0], dict) else None
     for index, chunk in enumerate(chunks):
-        if not isinstance(chunk, dict) or "error" in chunk:
+        if not isinstance(chunk, dict) or "error" in chunk or not isinstance(chunk.get("choices"), list):
             raise Invalid(f"event {index} is not a chunk: {str(chunk)[:200]}")
-        choices = chunk.get("choices")
-        if not isinstance(choices, list):
-            raise Invalid(f"event {index} has no choices list")
-        if strict and (chunk.get("object") != "chat.completion.chunk" or chunk.get("id") != first_id):
-            raise Invalid(f"event {index} is not a chunk of this completion")
+        choices = chunk["choices"]
         if choices and isinstance(choices[0], dict) and (choices[0].get("delta") or {}).get("content"):
             found.append(index)
     return found
 
 
-def _check_text(chunks: list[Any], contents: list[int], expected: str, tokens: int | None) -> None:
-    """All tokens, one event each, in order; role first; then exactly one stop chunk, last."""
+def _strict(chunks: list[Any], expected: Expected) -> list[int]:
+    """One id, all chunks; role first; every token its own event, in order; one stop chunk, last.
+
+    Comprehensions rather than one loop with branches: this runs for every token of the run.
+    """
     if not chunks:
         raise Invalid("no chunks before [DONE]")
-    if chunks[0]["choices"][0].get("delta", {}).get("role") != "assistant":
+    if len({c["id"] for c in chunks}) != 1 or {c["object"] for c in chunks} != {"chat.completion.chunk"}:
+        raise Invalid("the chunks are not all chat.completion.chunk of one id")
+    choices = [c["choices"][0] for c in chunks]
+    *body, last = choices
+    if choices[0]["delta"].get("role") != "assistant":
         raise Invalid("the first delta does not name the assistant role")
-    text = "".join(chunks[i]["choices"][0]["delta"]["content"] for i in contents)
-    if text != expected:
-        raise Invalid(f"wrong text: got {len(text)} chars, first difference at {_diff(text, expected)}")
-    if tokens is not None and len(contents) != tokens:
-        raise Invalid(f"{tokens} tokens came in {len(contents)} content events")
-    stops = [i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0].get("finish_reason")]
-    if stops != [len(chunks) - 1] or chunks[-1]["choices"][0]["finish_reason"] != "stop":
-        raise Invalid(f"finish chunks at {stops} of {len(chunks)}: want one 'stop' chunk, last")
-    if chunks[-1]["choices"][0].get("delta") != {}:
-        raise Invalid("the stop chunk carries a delta")
+    if last["delta"] != {} or last["finish_reason"] != "stop":
+        raise Invalid(f"the last chunk is not the stop chunk: {last}")
+    if any(choice["finish_reason"] is not None or choice["index"] != 0 for choice in body):
+        raise Invalid("a finish_reason before the last chunk, or a choice index but 0")
+    texts = [choice["delta"]["content"] for choice in body]
+    text = "".join(texts)
+    if text != expected.text:
+        raise Invalid(f"wrong text: got {len(text)} chars, first difference at {_diff(text, expected.text)}")
+    if expected.tokens and len(texts) != len(expected.tokens):
+        raise Invalid(f"{len(expected.tokens)} tokens came in {len(texts)} content events")
+    return [i for i, t in enumerate(texts) if t]
 
 
 def _diff(got: str, want: str) -> int:
@@ -98,7 +142,7 @@ def _diff(got: str, want: str) -> int:
     return next((i for i, (a, b) in pairs if a != b), min(len(got), len(want)))
 
 
-def check_completion(response: Response, expected: str | None) -> None:
+def check_completion(response: Response, expected: Expected | None) -> None:
     """Check a non-streamed ``chat.completion`` answer."""
     if response.status != 200:
         raise Invalid(f"status {response.status}: {bytes(response.body[:200])!r}")
@@ -109,7 +153,7 @@ def check_completion(response: Response, expected: str | None) -> None:
         raise Invalid(f"not a chat.completion body: {bytes(response.body[:200])!r}") from exc
     if body.get("object") != "chat.completion" or message.get("role") != "assistant":
         raise Invalid("not an assistant chat.completion")
-    if expected is not None and message.get("content") != expected:
+    if expected is not None and message.get("content") != expected.text:
         raise Invalid("wrong completion text")
     if expected is not None and body["choices"][0].get("finish_reason") != "stop":
         raise Invalid("finish_reason is not 'stop'")
@@ -119,13 +163,15 @@ def _synthetic(tokens: list[str], *, stop: bool = True, done: bool = True) -> Re
     """A response as a correct server would send it (then broken by the caller)."""
     head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
     events = []
-    for i, text in enumerate(tokens):
-        delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
-        events.append(
-            orjson.dumps({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-        )
+    deltas: list[tuple[dict[str, str], str | None]] = [
+        ({"role": "assistant", "content": text} if i == 0 else {"content": text}, None)
+        for i, text in enumerate(tokens)
+    ]
     if stop:
-        events.append(orjson.dumps({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        deltas.append(({}, "stop"))
+    for delta, finish in deltas:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        events.append(b"data: " + orjson.dumps({**head, "choices": [choice]}))
     if done:
         events.append(DONE)
     response = Response(sent=0.0, status=200, headers={"content-type": "text/event-stream"})
@@ -135,22 +181,29 @@ def _synthetic(tokens: list[str], *, stop: bool = True, done: bool = True) -> Re
 
 def self_test() -> None:
     """Prove the checks reject what they must: a harness that accepts anything measures nothing."""
-    good = ["a", "b", "c"]
-    facts = check_stream(_synthetic(good), "abc", 3)
-    assert facts.tokens == 3 and facts.gaps == [1.0, 1.0], facts
+    good = ["a", ' "b"', "c\n", "d"]
+    expected = Expected.of(good)
+    facts = check_stream(_synthetic(good), expected)
+    assert facts.canonical and facts.tokens == 4 and facts.gaps == [1.0, 1.0, 1.0], facts
+    spaced = _synthetic(good)
+    spaced.events[2] = spaced.events[2].replace(CONTENT, CONTENT + b" ")
+    assert not check_stream(spaced, expected).canonical, "a differently spaced chunk is not canonical"
+    other_id = _synthetic(good)
+    other_id.events[2] = other_id.events[2].replace(b"chatcmpl-x", b"chatcmpl-y")
     broken = {
-        "no [DONE]": (_synthetic(good, done=False), 3),
-        "no stop chunk": (_synthetic(good, stop=False), 3),
-        "reordered": (_synthetic(["b", "a", "c"]), 3),
-        "a token missing": (_synthetic(["a", "b"]), 3),
-        "tokens merged": (_synthetic(["ab", "c"]), 3),
+        "no [DONE]": _synthetic(good, done=False),
+        "no stop chunk": _synthetic(good, stop=False),
+        "reordered tokens": _synthetic([good[0], good[2], good[1], good[3]]),
+        "a token missing": _synthetic(good[:3]),
+        "tokens merged": _synthetic([good[0], good[1] + good[2], good[3]]),
+        "another id": other_id,
     }
     errored = _synthetic(good)
-    errored.events.insert(1, b'{"error": {"message": "boom"}}')
-    broken["an error event"] = (errored, 3)
-    for name, (response, tokens) in broken.items():
+    errored.events.insert(2, b'data: {"error": {"message": "boom"}}')
+    broken["an error event"] = errored
+    for name, response in broken.items():
         try:
-            check_stream(response, "abc", tokens)
+            check_stream(response, expected)
         except Invalid:
             continue
         raise AssertionError(f"the stream checks accepted a stream with {name}")

@@ -1,15 +1,19 @@
-"""The run: each server in its own pinned process, driven by the load process on the other core.
+"""The run: every server in its own process pinned to one core, the load on the other core.
 
-For every server: start it, wait for its readiness line (or, for granian, for its port to
-answer), hand the load process the plan, collect one result per step (printing a progress line
-for each), stop both by PID. A server whose dependencies are missing is skipped with a note.
+Start every installed server (a server whose dependencies are missing is skipped with a note),
+waiting for its readiness line (or, for granian, for its port to answer). Then, step by step,
+run a load process per server with that step, servers interleaved, so each workload's figures
+are taken close together in time; print a progress line per result. Every child is stopped by
+PID on the way out, whatever happened.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,52 +48,112 @@ def step_budget(step: Step) -> float:
     return (step.duration or 0.0) + step.timeout * min(step.max_requests, 3) + START_TIMEOUT
 
 
+@dataclass(slots=True)
+class Live:
+    """A started server: its process and port."""
+
+    server: Server
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def plan(self, steps: list[Step], load_cpu: int | None) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        target = {"url": url, "model": MODEL, "strict": True}
+        return {"target": target, "server_pid": self.process.pid, "cpu": load_cpu, "steps": steps}
+
+
+def batches(steps: list[Step]) -> list[list[Step]]:
+    """Consecutive warm-up steps go together; every reported step is a batch of its own."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        if not step.reported and groups and not groups[-1][-1].reported:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
 def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
-    """Run ``steps`` against each server in turn."""
+    """Start every server, then run each step on all of them, round after round, interleaved.
+
+    Interleaving puts the figures of one workload close together in time, so a noisy neighbour
+    skews them alike; a step with several rounds keeps each server's best round.
+    """
     suite = Suite()
     server_cpu, load_cpu = cores()
     if server_cpu is None:
         suite.notes.append("fewer than 2 usable cores: server and load are not pinned")
-    started = time.monotonic()
-    for index, server in enumerate(servers, 1):
+    with ExitStack() as stack:
+        live = start_servers(servers, server_cpu, stack, suite)
+        started = time.monotonic()
+        for batch in batches(steps):
+            collected: dict[str, list[dict[str, Any]]] = {}
+            rounds = max(step.rounds for step in batch)
+            for round_ in range(rounds):
+                turn = round_ % len(live) if live else 0
+                for item in live[turn:] + live[:turn]:
+                    for result in run_batch(item, batch, load_cpu):
+                        collected.setdefault(item.server.name, []).append(result)
+                        elapsed = time.monotonic() - started
+                        where = f"{result['label']}, round {round_ + 1}/{rounds}"
+                        progress(f"[{where}] {item.server.name}: {describe(result)}  ({elapsed:.0f} s)")
+            for item in live:
+                suite.results.extend(best(collected.get(item.server.name, [])))
+    return suite
+
+
+def start_servers(servers: list[Server], cpu: int | None, stack: ExitStack, suite: Suite) -> list[Live]:
+    """Start each installed server (``stack`` stops them on the way out); note the others."""
+    live = []
+    for server in servers:
         missing = server.missing()
         if missing:
             suite.skipped.append(server.name)
             suite.notes.append(f"{server.name}: skipped, not installed: {', '.join(missing)}")
-            progress(f"[{index}/{len(servers)} {server.name}] skipped (missing {', '.join(missing)})")
+            progress(f"{server.name}: skipped (missing {', '.join(missing)})")
             continue
-
-        def report(label: str, result: dict[str, Any], i: int = index, name: str = server.name) -> None:
-            elapsed = time.monotonic() - started
-            progress(f"[{i}/{len(servers)} {name}] {label}: {describe(result)}  ({elapsed:.0f} s)")
-
+        process = stack.enter_context(running("benchmarks.servers", server.name, _cpu_arg(cpu)))
         try:
-            results = run_server(server, steps, server_cpu, load_cpu, report)
+            live.append(Live(server, process, await_ready(process)))
         except (TimeoutError, OSError, ValueError) as exc:
-            suite.notes.append(f"{server.name}: failed: {exc}")
-            results = [_failure(server, step, str(exc)) for step in steps if step.reported]
-            progress(f"[{index}/{len(servers)} {server.name}] FAILED: {exc}")
-        suite.results.extend(results)
-    return suite
+            suite.skipped.append(server.name)
+            suite.notes.append(f"{server.name}: did not start: {exc}")
+            progress(f"{server.name}: did not start: {exc}")
+    progress(f"servers up: {', '.join(item.server.name for item in live)}")
+    return live
 
 
-def run_server(
-    server: Server,
-    steps: list[Step],
-    server_cpu: int | None,
-    load_cpu: int | None,
-    report: Callable[[str, dict[str, Any]], None],
+def run_batch(item: Live, batch: list[Step], load_cpu: int | None) -> list[dict[str, Any]]:
+    """One load process running ``batch`` against one server; the reported steps' results."""
+    try:
+        if item.process.poll() is not None:
+            raise ValueError(f"the server exited ({item.process.returncode})")
+        lines = run_load(item.plan(batch, load_cpu))
+    except (TimeoutError, OSError, ValueError) as exc:
+        return [_failure(item.server, step, str(exc)) for step in batch if step.reported]
+    return [{"server": item.server.name, "kind": item.server.kind, **r} for r in lines if r["reported"]]
+
+
+def best(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per step, the round with the highest rate; an invalid round makes the step invalid."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_label.setdefault(result["label"], []).append(result)
+    chosen = []
+    for rounds in by_label.values():
+        invalid = [r for r in rounds if not r.get("valid")]
+        pick = invalid[0] if invalid else max(rounds, key=_rate)
+        chosen.append({**pick, "rounds": [_rate(r) for r in rounds]})
+    return chosen
+
+
+def _rate(result: dict[str, Any]) -> float:
+    return float(result.get("tokens_per_s") or result.get("requests_per_s") or 0.0)
+
+
+def run_load(
+    plan: dict[str, Any], report: Callable[[str, dict[str, Any]], None] | None = None
 ) -> list[dict[str, Any]]:
-    """Start ``server``, drive it through ``steps``, stop it; the reported steps' results."""
-    with running("benchmarks.servers", server.name, _cpu_arg(server_cpu)) as process:
-        port = await_ready(process)
-        target = {"url": f"http://127.0.0.1:{port}/v1/chat/completions", "model": MODEL, "strict": True}
-        plan = {"target": target, "server_pid": process.pid, "cpu": load_cpu, "steps": steps}
-        lines = run_load(plan, report)
-    return [{"server": server.name, "kind": server.kind, **line} for line in lines if line["reported"]]
-
-
-def run_load(plan: dict[str, Any], report: Callable[[str, dict[str, Any]], None]) -> list[dict[str, Any]]:
     """Run the load process on ``plan``; one flattened result per step."""
     steps: list[Step] = plan["steps"]
     payload = orjson.dumps({**plan, "steps": [step.to_dict() for step in steps]})
@@ -105,7 +169,7 @@ def run_load(plan: dict[str, Any], report: Callable[[str, dict[str, Any]], None]
             result = orjson.loads(line)["result"]
             flat = {"label": step.label, **step.to_dict(), "reported": step.reported, **result}
             results.append(flat)
-            if step.reported:
+            if step.reported and report is not None:
                 report(step.label, result)
     return results
 

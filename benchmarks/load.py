@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from benchmarks.agents import Workload, expected_text
-from benchmarks.checks import Invalid, check_completion, check_stream
+from benchmarks.agents import Workload, token
+from benchmarks.checks import Expected, Invalid, check_completion, check_stream
 from benchmarks.client import Connection, ProtocolError, Response, connect, request_bytes
 from benchmarks.meters import Reading, ServerMeter, Window, summary_ms
 from benchmarks.processes import prepare_process
@@ -49,6 +49,10 @@ class Target:
         host, port, _, tls = self.parts
         return await connect(host, port, tls=tls)
 
+    def expected(self, step: Step) -> Expected | None:
+        """What a strict check wants of this step's answers; ``None`` for an outside endpoint."""
+        return Expected.of([token(i) for i in range(step.tokens)]) if self.strict else None
+
     def payload(self, step: Step, session: str) -> bytes:
         host, port, path, _ = self.parts
         prompt = Workload(step.tokens, step.delay).prompt() if self.strict else self.prompt or ""
@@ -64,8 +68,9 @@ class Target:
 
 @dataclass(slots=True)
 class Tally:
-    """What the clients of one step saw."""
+    """What the clients of one step saw, checked against what they should have seen."""
 
+    expected: Expected | None = None
     requests: int = 0
     invalid: int = 0
     tokens: int = 0
@@ -79,13 +84,13 @@ class Tally:
         if self.first_error is None:
             self.first_error = f"{type(exc).__name__}: {exc}"[:300]
 
-    def check(self, step: Step, target: Target, response: Response) -> None:
-        expected = expected_text(step.tokens) if target.strict else None
+    def check(self, step: Step, response: Response) -> None:
+        expected = self.expected
         if step.kind == "complete":
             check_completion(response, expected)
             self.tokens += step.tokens
         else:
-            facts = check_stream(response, expected, step.tokens if target.strict else None)
+            facts = check_stream(response, expected, gaps=step.delay > 0 or expected is None)
             self.tokens += facts.tokens
             if facts.ttft is not None:
                 self.ttfts.append(facts.ttft)
@@ -116,7 +121,7 @@ async def drive(
                 connection = await target.connect()
             async with asyncio.timeout(step.timeout):
                 response = await connection.request(payload)
-            tally.check(step, target, response)
+            tally.check(step, response)
         except FAILURES as exc:
             tally.fail(exc)
             connection.close()
@@ -127,7 +132,7 @@ async def run_requests(step: Step, target: Target, meter: ServerMeter) -> dict[s
     """A stream or complete step: connect every client, then let them all go at once."""
     connections = await connect_all(target, step.concurrency)
     payloads = [target.payload(step, f"{step.workload}-{i}") for i in range(step.concurrency)]
-    tally = Tally()
+    tally = Tally(target.expected(step))
     start = Reading.take(meter)
     deadline = start.wall + step.duration if step.duration is not None else float("inf")
     await asyncio.gather(
