@@ -97,3 +97,22 @@ async def test_an_answer_that_finished_may_end_without_done(relay: Relay, upstre
     client = await relay()
     events = await post_stream(client)
     assert (text_of(events), events[-1]) == ("fin", "[DONE]")
+
+
+async def test_odd_but_valid_streams_are_read(relay: Relay, upstream: FakeUpstream) -> None:
+    """CRLF line ends, comments, an event cut across writes, data split over lines, empty choices."""
+    first = chunk({"role": "assistant", "content": "a"}).replace(b"\n", b"\r\n")
+    upstream.will(
+        raw(
+            b": comment\r\n\r\n",
+            first[:20],
+            first[20:],
+            b'data: {"choices": [{"index": 0,\ndata: "delta": {"content": "b"}}]}\n\n',
+            b'data: {"choices": [], "usage": null}\n\n',
+            chunk({"content": None}, "stop"),
+            b"data: [DONE]",  # the body ends without the blank line
+        )
+    )
+    client = await relay()
+    events = await post_stream(client)
+    assert (text_of(events), events[-1]) == ("ab", "[DONE]")
