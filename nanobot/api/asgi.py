@@ -22,7 +22,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nanobot.agents import Agent
-from nanobot.api.service import ChatService, JSONReply, ServiceOptions, StreamReply
+from nanobot.api.replies import JSONReply, StreamReply
+from nanobot.api.service import ChatService, ServiceOptions
 
 
 def create_asgi_app(

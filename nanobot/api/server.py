@@ -15,7 +15,8 @@ from typing import Unpack
 from aiohttp import web
 
 from nanobot.agents import Agent
-from nanobot.api.service import ChatService, JSONReply, ServiceOptions, StreamReply
+from nanobot.api.replies import JSONReply, StreamReply
+from nanobot.api.service import ChatService, ServiceOptions
 from nanobot.api.sse import DONE, ChunkFormat
 
 SERVICE = web.AppKey("nanobot_service", ChatService)

@@ -1,22 +1,17 @@
 """The API as plain methods: headers and body in, a reply to write out. No HTTP framework here.
 
-Adapters route a request to one of these methods and write the reply: a :class:`JSONReply`
-(status, headers, body) or a :class:`StreamReply` (headers and an async iterator of SSE bytes,
-status 200, which the adapter must close with ``contextlib.aclosing``).
+Adapters route a request to one of these methods and write the reply it returns (``replies``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import inspect
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -37,6 +32,7 @@ from nanobot.api.errors import (
 from nanobot.api.form import parse_form
 from nanobot.api.media import Attachment, MediaStore
 from nanobot.api.openapi import openapi_document
+from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.request import ChatRequest, parse_chat_request, read_body, resolve_session
 from nanobot.api.sessions import SessionLocks
 from nanobot.api.sse import ChunkFormat
@@ -66,36 +62,6 @@ class ServiceOptions(TypedDict, total=False):
     keep_media: bool
     cors_origins: Sequence[str]
     write_timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class JSONReply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReply:
-    headers: dict[str, str]
-    chunks: AsyncGenerator[bytes, None]
-    write_timeout: float | None = None
-
-    async def write_to(self, write: Callable[[bytes], Awaitable[object]]) -> bool:
-        """Write every chunk, closing the stream whatever happens (which cancels the agent).
-
-        Returns ``False`` when one write waited ``write_timeout`` seconds on a client that
-        stopped reading: the adapter should then drop the connection.
-        """
-        async with aclosing(self.chunks) as chunks:
-            async for data in chunks:
-                try:
-                    async with asyncio.timeout(self.write_timeout):
-                        await write(data)
-                except TimeoutError:
-                    logger.warning("client stopped reading for %s s; stream dropped", self.write_timeout)
-                    return False
-        return True
 
 
 def _new_id() -> str:

@@ -8,7 +8,8 @@ import sys
 from contextlib import aclosing
 from typing import Any
 
-from nanobot.api.service import ChatService, JSONReply, StreamReply
+from nanobot.api.replies import JSONReply, StreamReply
+from nanobot.api.service import ChatService
 from tests.support.agents import GateAgent, ScriptedAgent
 
 
