@@ -25,7 +25,8 @@ def build_agent(settings: Settings) -> Agent:
 def bind(settings: Settings) -> socket.socket:
     """A listening socket, bound before the server starts so the URL printed is the real one."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets it knows are TCP
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(1024)
@@ -112,6 +113,7 @@ async def _serve(settings: Settings, agent: Agent, sock: socket.socket) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request otherwise
     try:
         agent = build_agent(settings)
         sock = bind(settings)

@@ -87,7 +87,7 @@ HELP = {
     "stack": "HTTP stack: aiohttp, or asgi (Starlette on uvicorn)",
     "host": "address to bind",
     "port": "port to bind (0 picks a free one)",
-    "agent": "agent: 'echo' or 'module:attribute'",
+    "agent": "agent: 'echo', 'openai' or 'module:attribute'",
     "model": "model name the API advertises",
     "api_key": "require 'Authorization: Bearer KEY' on every route but /health",
     "request_timeout": "seconds an agent turn may take (0: no limit)",

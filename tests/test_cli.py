@@ -122,3 +122,10 @@ def test_flags_win_over_environment_over_defaults() -> None:
 def test_bad_environment_is_refused(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Settings.from_env(env)
+
+
+def test_bound_socket_is_known_as_tcp_so_asyncio_disables_nagle() -> None:
+    from nanobot.cli import bind
+
+    with bind(Settings(port=0)) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
