@@ -34,12 +34,53 @@ class StreamReply:
         Returns ``False`` when one write waited ``write_timeout`` seconds on a client that
         stopped reading: the adapter should then drop the connection.
         """
-        async with aclosing(self.chunks) as chunks:
-            async for data in chunks:
-                try:
-                    async with asyncio.timeout(self.write_timeout):
-                        await write(data)
-                except TimeoutError:
-                    logger.warning("client stopped reading for %s s; stream dropped", self.write_timeout)
-                    return False
+        loop = asyncio.get_running_loop()
+        watch = _WriteWatch(self.write_timeout) if self.write_timeout else None
+        try:
+            async with aclosing(self.chunks) as chunks:
+                async for data in chunks:
+                    if watch is not None:
+                        watch.since = loop.time()
+                    await write(data)
+                    if watch is not None:
+                        watch.since = None
+        except asyncio.CancelledError:
+            if watch is None or not watch.fired:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            logger.warning("client stopped reading for %s s; stream dropped", self.write_timeout)
+            return False
+        finally:
+            if watch is not None:
+                watch.cancel()
         return True
+
+
+class _WriteWatch:
+    """Cancels the writing task once a single write has waited ``limit`` seconds.
+
+    One timer per stream, re-armed when it fires: a write costs a clock read, not a timer.
+    """
+
+    __slots__ = ("_handle", "_limit", "_loop", "_task", "fired", "since")
+
+    def __init__(self, limit: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._limit = limit
+        self.since: float | None = None
+        self.fired = False
+        self._handle = self._loop.call_later(limit, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self.since is not None and now - self.since >= self._limit:
+            self.fired = True
+            if self._task is not None:
+                self._task.cancel()
+            return
+        start = self.since if self.since is not None else now
+        self._handle = self._loop.call_at(start + self._limit, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
