@@ -4,6 +4,8 @@ A request names its workload in its last user message, ``"<tokens> <delay>"`` (e
 so every server, ours and the peers, gets the same parameters from the same body. ``delay == 0``
 is the firehose (every token at once, never waiting); ``delay > 0`` is the paced agent (it sleeps
 ``delay`` seconds before each token). A silent stream is a paced one with a very long delay.
+``"256 0 yield"`` is a firehose that yields to the event loop before each token
+(``asyncio.sleep(0)``), as an agent reading tokens off a socket does.
 Tokens are deterministic, so the load client knows the exact text to expect.
 """
 
@@ -27,9 +29,10 @@ class Workload:
 
     tokens: int
     delay: float = 0.0
+    yields: bool = False
 
     def prompt(self) -> str:
-        return f"{self.tokens} {self.delay:g}"
+        return f"{self.tokens} {self.delay:g}" + (" yield" if self.yields else "")
 
 
 def parse_prompt(content: str) -> Workload:
@@ -40,7 +43,7 @@ def parse_prompt(content: str) -> Workload:
         delay = max(0.0, float(parts[1])) if len(parts) > 1 else 0.0
     except (IndexError, ValueError):
         return Workload(1)
-    return Workload(tokens, delay)
+    return Workload(tokens, delay, "yield" in parts[2:])
 
 
 def token(index: int) -> str:
@@ -88,7 +91,7 @@ class BenchAgent:
     ) -> str:
         workload = parse_prompt(content)
         emit = on_stream or _ignore
-        if workload.delay > 0:
+        if workload.delay > 0 or workload.yields:
             await paced(workload.tokens, workload.delay, emit)
         else:
             await firehose(workload.tokens, emit)

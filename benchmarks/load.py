@@ -55,7 +55,7 @@ class Target:
 
     def payload(self, step: Step, session: str) -> bytes:
         host, port, path, _ = self.parts
-        prompt = Workload(step.tokens, step.delay).prompt() if self.strict else self.prompt or ""
+        prompt = Workload(step.tokens, step.delay, step.yields).prompt() if self.strict else self.prompt or ""
         body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
         body["stream"] = step.kind != "complete"
         if self.sessions:

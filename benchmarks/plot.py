@@ -36,6 +36,7 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> bool:
         axis.set_xscale("log", base=2)
         axis.set_xlabel("concurrent streams")
         axis.set_title(name)
+        axis.set_yscale("log")
         axis.grid(alpha=0.3)
     tokens.legend(fontsize=8)
     _latency_bars(latency, results, servers)

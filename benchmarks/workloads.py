@@ -1,6 +1,8 @@
 """The workloads: what each step of a run asks, for a full run, a ``--quick`` one and ``--url``.
 
 - W1 firehose: 256 tokens, no delay, 1/16/64/256 concurrent streams; tokens/s, CPU-µs/token.
+- W1y: W1 at 64 streams with an agent that yields to the loop before each token, so a server
+  cannot gather a whole answer into one write (real agents read their tokens off a socket).
 - W2 paced: 64 tokens at 20 ms, 256 concurrent streams, each its own session; TTFT and gaps.
 - W3 overhead: non-streamed requests/s.
 - idle: RSS per open, silent stream.
@@ -32,6 +34,7 @@ class Step:
     max_requests: int = 1
     timeout: float = 60.0
     rounds: int = 1  # run this many times (interleaved with the other servers); keep the best
+    yields: bool = False  # the agent yields to the loop before each token (W1y)
 
     @property
     def label(self) -> str:
@@ -67,6 +70,7 @@ def full_plan(idle_streams: int = 1000, seconds: float = 3.0, rounds: int = 2) -
         Step("idle", "idle", idle_streams, 1, delay=SILENT_DELAY),
         *_warmup(1.0),
         *firehose,
+        Step("W1y", "stream", 64, 256, duration=seconds, max_requests=100_000, rounds=rounds, yields=True),
         Step("W2", "stream", 256, 64, delay=0.02, max_requests=2),
         Step("W3", "complete", 32, 16, duration=seconds, max_requests=100_000, rounds=rounds),
     ]
@@ -77,6 +81,7 @@ def quick_plan() -> list[Step]:
     return [
         Step("W1", "stream", 1, 8, max_requests=3, timeout=10),
         Step("W1", "stream", 2, 8, max_requests=3, timeout=10),
+        Step("W1y", "stream", 2, 8, max_requests=3, timeout=10, yields=True),
         Step("W2", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10),
         Step("W3", "complete", 2, 8, max_requests=3, timeout=10),
         Step("idle", "idle", 4, 1, delay=SILENT_DELAY, timeout=10),
