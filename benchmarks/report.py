@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,6 +166,7 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {
+        "code": _code_version(),
         "nproc": os.cpu_count(),
         "cpu": model,
         "python": sys.version.split()[0],
@@ -172,6 +174,25 @@ def machine() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "packages": versions,
     }
+
+
+def _code_version() -> str:
+    """The commit measured, and whether the server code differed from it (a dirty tree)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "nanobot", "asgi"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes to nanobot/" if dirty else head or "unknown"
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
