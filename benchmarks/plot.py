@@ -33,10 +33,11 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> bool:
         tokens.plot(*_series(results, server, "tokens_per_s"), label=server, **style)
         cpu.plot(*_series(results, server, "server_cpu_us_per_unit"), label=server, **style)
     for axis, name in ((tokens, "W1 firehose: tokens/s"), (cpu, "W1 firehose: server CPU-µs/token")):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("concurrent streams")
         axis.set_title(name)
-        axis.set_yscale("log")
+        if any(len(line.get_xdata()) for line in axis.get_lines()):  # log axes need data
+            axis.set_xscale("log", base=2)
+            axis.set_yscale("log")
+        axis.set_xlabel("concurrent streams")
         axis.grid(alpha=0.3)
     tokens.legend(fontsize=8)
     _latency_bars(latency, results, servers)
