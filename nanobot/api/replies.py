@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from nanobot.api.output import Output, Write
 
 logger = logging.getLogger("nanobot.api")
 
@@ -22,65 +23,37 @@ class JSONReply:
 
 @dataclass(frozen=True, slots=True)
 class StreamReply:
-    """A ``200 text/event-stream`` response: headers now, then the chunks as the agent speaks."""
+    """A ``200 text/event-stream`` response: headers now, then the chunks as the agent speaks.
 
-    headers: dict[str, str]
-    chunks: AsyncGenerator[bytes, None]
-    write_timeout: float | None = None
-
-    async def write_to(self, write: Callable[[bytes], Awaitable[object]]) -> bool:
-        """Write every chunk, closing the stream whatever happens (which cancels the agent).
-
-        Returns ``False`` when one write waited ``write_timeout`` seconds on a client that
-        stopped reading: the adapter should then drop the connection.
-        """
-        loop = asyncio.get_running_loop()
-        watch = _WriteWatch(self.write_timeout) if self.write_timeout else None
-        try:
-            async with aclosing(self.chunks) as chunks:
-                async for data in chunks:
-                    if watch is not None:
-                        watch.since = loop.time()
-                    await write(data)
-                    if watch is not None:
-                        watch.since = None
-        except asyncio.CancelledError:
-            if watch is None or not watch.fired:
-                raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            logger.warning("client stopped reading for %s s; stream dropped", self.write_timeout)
-            return False
-        finally:
-            if watch is not None:
-                watch.cancel()
-        return True
-
-
-class _WriteWatch:
-    """Cancels the writing task once a single write has waited ``limit`` seconds.
-
-    One timer per stream, re-armed when it fires: a write costs a clock read, not a timer.
+    ``run`` drives the turn in the calling task, writing through the :class:`Output` it is given.
     """
 
-    __slots__ = ("_handle", "_limit", "_loop", "_task", "fired", "since")
+    headers: dict[str, str]
+    run: Callable[[Output], Awaitable[None]]
+    ping_interval: float = 0.0
+    write_timeout: float | None = None
 
-    def __init__(self, limit: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        self._limit = limit
-        self.since: float | None = None
-        self.fired = False
-        self._handle = self._loop.call_later(limit, self._check)
+    async def write_to(self, write: Write) -> bool:
+        """Run the turn, writing every chunk with ``write``; cancel this task to cancel the turn.
 
-    def _check(self) -> None:
-        now = self._loop.time()
-        if self.since is not None and now - self.since >= self._limit:
-            self.fired = True
-            if self._task is not None:
-                self._task.cancel()
-            return
-        start = self.since if self.since is not None else now
-        self._handle = self._loop.call_at(start + self._limit, self._check)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
+        Returns ``False`` when the client can no longer be written to (a write failed, or one
+        write waited ``write_timeout`` seconds on a client that stopped reading): the adapter
+        should then drop the connection.
+        """
+        output = Output(write, ping_interval=self.ping_interval, write_timeout=self.write_timeout)
+        try:
+            await self.run(output)
+        except asyncio.CancelledError:
+            if not output.broken:
+                raise
+            task = asyncio.current_task()
+            for _ in range(output.cancels):
+                task.uncancel()  # type: ignore[union-attr]
+            if task is not None and task.cancelling():
+                raise  # cancelled by someone else too (a disconnect, a shutdown)
+            if output.stalled:
+                logger.warning("client stopped reading for %s s; stream dropped", self.write_timeout)
+            return False
+        finally:
+            await output.aclose()
+        return True

@@ -5,6 +5,7 @@ Adapters route a request to one of these methods and write the reply it returns 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import inspect
 import itertools
@@ -268,14 +269,14 @@ class ChatService:
             self.model_name,
             include_usage=request.include_usage,
         )
-        chunks = stream_turn(
+        run = functools.partial(
+            stream_turn,
             invoke,
             ChatStream(chunk_format, include_usage=request.include_usage),
             hold=self.sessions.hold(session),
             timeout=self.request_timeout,
-            ping_interval=self.ping_interval,
         )
-        return StreamReply({**STREAM_HEADERS, **base}, chunks, self.write_timeout)
+        return StreamReply({**STREAM_HEADERS, **base}, run, self.ping_interval, self.write_timeout)
 
     async def _complete(self, session: str, invoke: Invoke, base: dict[str, str]) -> JSONReply:
         reply = await run_turn(invoke, hold=self.sessions.hold(session), timeout=self.request_timeout)

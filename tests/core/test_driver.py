@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from contextlib import aclosing
 from typing import Any
 
 from nanobot.api.replies import JSONReply, StreamReply
@@ -40,33 +39,42 @@ def test_service_streams_without_a_server() -> None:
         service = ChatService(ScriptedAgent(["a", "b"]))
         reply = await service.chat({}, _one(_request()), None)
         assert isinstance(reply, StreamReply)
-        async with aclosing(reply.chunks) as chunks:
-            return b"".join([c async for c in chunks])
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        assert await reply.write_to(write)
+        return b"".join(written)
 
     body = asyncio.run(main())
     assert body.count(b"data: ") == 4
     assert body.endswith(b"data: [DONE]\n\n")
 
 
-def test_closing_a_queued_stream_never_runs_its_turn() -> None:
+def test_cancelling_a_queued_stream_never_runs_its_turn() -> None:
     async def main() -> list[str]:
         agent = GateAgent(before=["x"])
         service = ChatService(agent)
         first = await service.chat({}, _one(_request("one")), None)
         second = await service.chat({}, _one(_request("two")), None)
         assert isinstance(first, StreamReply) and isinstance(second, StreamReply)
-        assert (await anext(first.chunks)).startswith(b"data: ")
-        pending = asyncio.ensure_future(anext(second.chunks))
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        running = asyncio.create_task(first.write_to(write))
         await agent.entered.wait()
+        queued = asyncio.create_task(second.write_to(write))
         for _ in range(10):
             await asyncio.sleep(0)  # let the second turn reach the session queue
         assert len(service.sessions) == 1
-        pending.cancel()  # what a disconnect does to the handler awaiting the stream
-        await asyncio.gather(pending, return_exceptions=True)
-        await second.chunks.aclose()
+        queued.cancel()  # what a disconnect does to the handler awaiting the stream
+        await asyncio.gather(queued, return_exceptions=True)
         agent.release.set()
-        rest = b"".join([c async for c in first.chunks])
-        assert rest.endswith(b"[DONE]\n\n")
+        assert await running
+        assert b"".join(written).endswith(b"[DONE]\n\n")
         assert len(service.sessions) == 0
         return agent.log
 

@@ -1,0 +1,200 @@
+"""The writing side of one stream: tokens go out from the agent's own task, gathered per loop tick.
+
+A token is written by the task that produced it as soon as it is encoded, so a paced agent costs
+no task switch per token. Tokens an agent produces without yielding to the event loop in between
+are gathered and written in one piece when it next yields (or once 64 KiB are waiting), so a fast
+agent makes few large writes while every token stays its own SSE event. What must be written
+while the agent is busy elsewhere (a gathered tail, a keepalive ping) goes out through one
+short-lived flusher task. One timer per stream both sends pings after ``ping_interval`` seconds
+of silence and drops a client on which a single write waited ``write_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+from nanobot.api.sse import PING
+
+Write = Callable[[bytes], Awaitable[object]]
+
+#: Bytes gathered before the producing task writes them itself (and waits for the socket).
+GATHER_LIMIT = 64 * 1024
+
+
+class ClientGone(asyncio.CancelledError):
+    """The client can no longer be written to: the turn is cancelled like on a disconnect."""
+
+
+class Output:
+    """Writes one stream's bytes through an adapter's ``write`` coroutine, in order."""
+
+    __slots__ = (
+        "_flusher",
+        "_handle",
+        "_interval",
+        "_limit",
+        "_loop",
+        "_parts",
+        "_size",
+        "_task",
+        "_ticking",
+        "_write",
+        "_write_timeout",
+        "cancels",
+        "closed",
+        "error",
+        "last",
+        "stalled",
+        "writing_since",
+    )
+
+    def __init__(
+        self,
+        write: Write,
+        *,
+        ping_interval: float = 0.0,
+        write_timeout: float | None = None,
+        limit: int = GATHER_LIMIT,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._write = write
+        self._interval = ping_interval if ping_interval > 0 else None
+        self._write_timeout = write_timeout if write_timeout and write_timeout > 0 else None
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._ticking = False
+        self._flusher: asyncio.Task[None] | None = None
+        self.closed = False
+        self.cancels = 0  #: how often this output cancelled its task (the task uncancels)
+        self.stalled = False  #: a write waited ``write_timeout``: the task was cancelled
+        self.error: BaseException | None = None  #: why the client can't be written to
+        self.last = self._loop.time()  #: when output last went out
+        self.writing_since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm(self.last)
+
+    @property
+    def broken(self) -> bool:
+        """The client is gone or stalled: nothing more will be written."""
+        return self.stalled or self.error is not None
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` now, or gather it if output already went out in this loop tick."""
+        if self.broken:
+            raise ClientGone("the client is gone")
+        if self._parts or self._ticking or self.writing_since is not None:
+            self._parts.append(data)
+            self._size += len(data)
+            if self._size >= self._limit:
+                await self._flush()
+            return
+        self._ticking = True
+        self._loop.call_soon(self._tick_end)
+        await self._out(data)
+
+    async def close(self, tail: bytes) -> None:
+        """Write whatever is gathered, then ``tail``: the end of the stream."""
+        if self.broken or self.closed:
+            return
+        self._parts.append(tail)
+        self._size += len(tail)
+        await self._flush()
+        self.closed = True
+
+    async def aclose(self) -> None:
+        """Stop the timer and any flusher (what was not written is dropped)."""
+        self.closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await flusher
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _take(self) -> bytes:
+        parts = self._parts
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        self._size = 0
+        return data
+
+    async def _out(self, data: bytes) -> None:
+        """One write, watched for a stalled client; a failed write marks the client gone."""
+        self.writing_since = self._loop.time()
+        try:
+            await self._write(data)
+        except OSError as exc:
+            self.error = exc
+            raise ClientGone("the client is gone") from exc
+        finally:
+            self.writing_since = None
+            self.last = self._loop.time()
+
+    async def _flush(self) -> None:
+        """Write everything gathered, after any flusher still writing (keeps the order)."""
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            await flusher
+        if self.broken:
+            raise ClientGone("the client is gone")
+        if self._parts:
+            await self._out(self._take())
+
+    def _tick_end(self) -> None:
+        """The producing task yielded: write what it gathered meanwhile, in the background."""
+        self._ticking = False
+        if self._parts and not self.closed:
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._loop.create_task(self._background_flush())
+
+    async def _background_flush(self) -> None:
+        try:
+            while self._parts and self.writing_since is None:
+                await self._out(self._take())
+        except ClientGone:
+            self._cancel_task()  # stop the turn: nobody is listening
+
+    def _cancel_task(self) -> None:
+        if self._task is not None and not self._task.done():
+            self.cancels += 1
+            self._task.cancel()
+
+    def _arm(self, now: float) -> None:
+        """Set the one timer to the nearest of the ping and write-timeout deadlines."""
+        deadlines = []
+        since = self.writing_since
+        if self._interval is not None:  # while a write waits, look again an interval later
+            deadlines.append((self.last if since is None else now) + self._interval)
+        if self._write_timeout is not None:
+            deadlines.append((now if since is None else since) + self._write_timeout)
+        if deadlines:
+            self._handle = self._loop.call_at(min(deadlines), self._check)
+
+    def _check(self) -> None:
+        if self.closed:
+            return
+        now = self._loop.time()
+        since = self.writing_since
+        if self._write_timeout is not None and since is not None and now - since >= self._write_timeout:
+            self.stalled = True
+            self._cancel_task()
+            if self._flusher is not None:
+                self._flusher.cancel()
+            return
+        if self._interval is not None and since is None and now >= self.last + self._interval:
+            if not self._parts:
+                self._parts.append(PING)
+                self._size += len(PING)
+            self.last = now
+            self._start_flusher()
+        self._arm(now)
