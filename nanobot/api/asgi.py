@@ -9,6 +9,7 @@ and the request's work is cancelled when it arrives. Plain ASGI only: Starlette'
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Unpack
@@ -24,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nanobot.agents import Agent
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
+
+logger = logging.getLogger("nanobot.api")
 
 
 def create_asgi_app(
@@ -107,6 +110,7 @@ class _Inbox:
     """Pumps ``receive``: body chunks to :meth:`body`, then returns on ``http.disconnect``."""
 
     def __init__(self, receive: Receive) -> None:
+        self.gone = False  #: the client disconnected
         self._receive = receive
         self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
 
@@ -134,17 +138,27 @@ class ChatEndpoint:
         self._service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         inbox = _Inbox(receive)
         listener = asyncio.create_task(inbox.pump())
-        work = asyncio.create_task(self._serve(scope, inbox, send))
+
+        def on_listener_done(done: asyncio.Task[None]) -> None:
+            if done.cancelled():
+                return  # we stopped listening: the response is complete
+            if done.exception() is not None:
+                logger.error("receive() failed", exc_info=done.exception())
+            inbox.gone = True
+            task.cancel()  # the client left: cancel the turn, also while the agent is silent
+
+        listener.add_done_callback(on_listener_done)
         try:
-            await asyncio.wait((listener, work), return_when=asyncio.FIRST_COMPLETED)
+            await self._serve(scope, inbox, send)
+        except asyncio.CancelledError:
+            if not inbox.gone or task.uncancel() > 0:
+                raise  # not (only) the client leaving: e.g. the server shutting down
         finally:
-            for task in (work, listener):
-                task.cancel()
-            await asyncio.gather(work, listener, return_exceptions=True)
-        if not work.cancelled():
-            work.result()  # surface a bug to the server's error log rather than losing it
+            listener.cancel()
 
     async def _serve(self, scope: Scope, inbox: _Inbox, send: Send) -> None:
         headers = Headers(scope=scope)
