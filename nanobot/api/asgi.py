@@ -107,28 +107,49 @@ def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 
 class _Inbox:
-    """Pumps ``receive``: body chunks to :meth:`body`, then returns on ``http.disconnect``."""
+    """Reads ``receive``: the body in the request's task, then a listener task for the rest.
 
-    def __init__(self, receive: Receive) -> None:
+    Once the body is read, a small task waits for ``http.disconnect`` and then cancels the
+    request's task, so a client that leaves cancels its turn even while the agent is silent.
+    """
+
+    __slots__ = ("_listener", "_receive", "_task", "gone")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[object]) -> None:
         self.gone = False  #: the client disconnected
         self._receive = receive
-        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+        self._task = task
+        self._listener: asyncio.Task[None] | None = None
 
-    async def pump(self) -> None:
-        more = True
+    async def body(self) -> AsyncIterator[bytes]:
         while True:
             message: Message = await self._receive()
             if message["type"] == "http.disconnect":
+                self.gone = True
+                raise asyncio.CancelledError("the client left while sending its request")
+            if message["type"] != "http.request":
+                continue
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                self._listener = asyncio.create_task(self._listen())
+                self._listener.add_done_callback(self._heard)
                 return
-            if more and message["type"] == "http.request":
-                more = bool(message.get("more_body", False))
-                await self._chunks.put(message.get("body", b""))
-                if not more:
-                    await self._chunks.put(None)
 
-    async def body(self) -> AsyncIterator[bytes]:
-        while (chunk := await self._chunks.get()) is not None:
-            yield chunk
+    async def _listen(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+    def _heard(self, listener: asyncio.Task[None]) -> None:
+        if listener.cancelled():
+            return  # we stopped listening: the response is complete
+        if listener.exception() is not None:
+            logger.error("receive() failed", exc_info=listener.exception())
+        self.gone = True
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
 
 
 class ChatEndpoint:
@@ -140,25 +161,14 @@ class ChatEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        inbox = _Inbox(receive)
-        listener = asyncio.create_task(inbox.pump())
-
-        def on_listener_done(done: asyncio.Task[None]) -> None:
-            if done.cancelled():
-                return  # we stopped listening: the response is complete
-            if done.exception() is not None:
-                logger.error("receive() failed", exc_info=done.exception())
-            inbox.gone = True
-            task.cancel()  # the client left: cancel the turn, also while the agent is silent
-
-        listener.add_done_callback(on_listener_done)
+        inbox = _Inbox(receive, task)
         try:
             await self._serve(scope, inbox, send)
         except asyncio.CancelledError:
             if not inbox.gone or task.uncancel() > 0:
                 raise  # not (only) the client leaving: e.g. the server shutting down
         finally:
-            listener.cancel()
+            inbox.close()
 
     async def _serve(self, scope: Scope, inbox: _Inbox, send: Send) -> None:
         headers = Headers(scope=scope)
