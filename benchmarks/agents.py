@@ -64,9 +64,10 @@ async def firehose(tokens: int, on_stream: OnStream) -> None:
 
 
 async def paced(tokens: int, delay: float, on_stream: OnStream) -> None:
-    """Emit ``tokens`` tokens, sleeping ``delay`` seconds before each."""
+    """Emit ``tokens`` tokens: the first at once, then sleeping ``delay`` seconds before each."""
     for i in range(tokens):
-        await asyncio.sleep(delay)
+        if i:
+            await asyncio.sleep(delay)
         await on_stream(token(i))
 
 

@@ -110,9 +110,18 @@ async def connect_all(target: Target, count: int) -> list[Connection]:
 
 
 async def drive(
-    connection: Connection, payload: bytes, step: Step, target: Target, deadline: float, tally: Tally
+    connection: Connection,
+    payload: bytes,
+    step: Step,
+    target: Target,
+    deadline: float,
+    tally: Tally,
+    start: float = 0.0,
 ) -> None:
-    """One client: request after request on its connection, until its count or time is up."""
+    """One client: after ``start`` seconds, request after request on its connection, until its
+    count or time is up."""
+    if start:
+        await asyncio.sleep(start)
     for sent in range(step.max_requests):
         if sent and time.perf_counter() >= deadline:
             break
@@ -136,7 +145,10 @@ async def run_requests(step: Step, target: Target, meter: ServerMeter) -> dict[s
     start = Reading.take(meter)
     deadline = start.wall + step.duration if step.duration is not None else float("inf")
     await asyncio.gather(
-        *(drive(c, p, step, target, deadline, tally) for c, p in zip(connections, payloads, strict=True))
+        *(
+            drive(c, p, step, target, deadline, tally, i * step.stagger)
+            for i, (c, p) in enumerate(zip(connections, payloads, strict=True))
+        )
     )
     window = Window.between(start, Reading.take(meter))
     return rates(step, tally, window)

@@ -3,7 +3,9 @@
 - W1 firehose: 256 tokens, no delay, 1/16/64/256 concurrent streams; tokens/s, CPU-µs/token.
 - W1y: W1 at 64 streams with an agent that yields to the loop before each token, so a server
   cannot gather a whole answer into one write (real agents read their tokens off a socket).
-- W2 paced: 64 tokens at 20 ms, 256 concurrent streams, each its own session; TTFT and gaps.
+- W2 paced: 64 tokens 20 ms apart, 256 concurrent streams, each its own session, their starts
+  spread over one stream's length so requests arrive at a steady rate; TTFT and gaps.
+- W2burst: the same, but all 256 requests sent at the same instant.
 - W3 overhead: non-streamed requests/s.
 - idle: RSS per open, silent stream.
 Warm-up steps run first and are not reported.
@@ -35,6 +37,7 @@ class Step:
     timeout: float = 60.0
     rounds: int = 1  # run this many times (interleaved with the other servers); keep the best
     yields: bool = False  # the agent yields to the loop before each token (W1y)
+    stagger: float = 0.0  # client i sends its first request i * stagger seconds after the start
 
     @property
     def label(self) -> str:
@@ -67,11 +70,12 @@ def full_plan(idle_streams: int = 1000, seconds: float = 3.0, rounds: int = 2) -
     ]
     return [
         *_warmup(1.0),
-        Step("idle", "idle", idle_streams, 1, delay=SILENT_DELAY),
+        Step("idle", "idle", idle_streams, 2, delay=SILENT_DELAY),
         *_warmup(1.0),
         *firehose,
         Step("W1y", "stream", 64, 256, duration=seconds, max_requests=100_000, rounds=rounds, yields=True),
-        Step("W2", "stream", 256, 64, delay=0.02, max_requests=2),
+        Step("W2", "stream", 256, 64, delay=0.02, max_requests=3, stagger=63 * 0.02 / 256),
+        Step("W2burst", "stream", 256, 64, delay=0.02, max_requests=2),
         Step("W3", "complete", 32, 16, duration=seconds, max_requests=100_000, rounds=rounds),
     ]
 
@@ -82,9 +86,10 @@ def quick_plan() -> list[Step]:
         Step("W1", "stream", 1, 8, max_requests=3, timeout=10),
         Step("W1", "stream", 2, 8, max_requests=3, timeout=10),
         Step("W1y", "stream", 2, 8, max_requests=3, timeout=10, yields=True),
-        Step("W2", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10),
+        Step("W2", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10, stagger=0.01),
+        Step("W2burst", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10),
         Step("W3", "complete", 2, 8, max_requests=3, timeout=10),
-        Step("idle", "idle", 4, 1, delay=SILENT_DELAY, timeout=10),
+        Step("idle", "idle", 4, 2, delay=SILENT_DELAY, timeout=10),
     ]
 
 
