@@ -7,8 +7,6 @@ nothing and the table never grows past the number of sessions in use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from nanobot.api.errors import Overloaded
 
@@ -37,17 +35,41 @@ class SessionLocks:
         if slot is not None and slot.users > self._max_waiting:
             raise Overloaded(f"Session '{key}' already has {slot.users} requests in flight; try again later.")
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    def hold(self, key: str) -> Hold:
         """Wait for the session's turn, then hold it for the body of the ``async with``."""
-        slot = self._slots.get(key)
+        return Hold(self._slots, key)
+
+
+class Hold:
+    """``async with`` one session's turn (a plain class: cheaper than a generator per request)."""
+
+    __slots__ = ("_key", "_slot", "_slots")
+
+    def __init__(self, slots: dict[str, _Slot], key: str) -> None:
+        self._slots = slots
+        self._key = key
+        self._slot: _Slot | None = None
+
+    async def __aenter__(self) -> None:
+        slot = self._slots.get(self._key)
         if slot is None:
-            slot = self._slots[key] = _Slot()
+            slot = self._slots[self._key] = _Slot()
         slot.users += 1
+        self._slot = slot
         try:
-            async with slot.lock:
-                yield
-        finally:
-            slot.users -= 1
-            if slot.users == 0:
-                del self._slots[key]
+            await slot.lock.acquire()
+        except BaseException:
+            self._leave(slot)
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        slot = self._slot
+        if slot is not None:
+            slot.lock.release()
+            self._leave(slot)
+
+    def _leave(self, slot: _Slot) -> None:
+        self._slot = None
+        slot.users -= 1
+        if slot.users == 0:
+            del self._slots[self._key]
