@@ -65,9 +65,10 @@ def create_asgi_app(
         yield
         await service.aclose()
 
+    chat = ChatEndpoint(service)
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", ChatEndpoint(service), methods=["POST"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
@@ -76,23 +77,41 @@ def create_asgi_app(
         exception_handlers={404: http_error, 405: http_error},
         lifespan=lifespan,
     )
-    app.add_middleware(Preflight, service=service)
+    app.add_middleware(Shortcuts, service=service, chat=chat)
     return app
 
 
-class Preflight:
-    """Answers ``OPTIONS`` (CORS preflight) before routing, as the aiohttp adapter does."""
+class Shortcuts:
+    """Before Starlette's routing: answers ``OPTIONS`` (CORS preflight) as the aiohttp adapter
+    does, and hands ``POST /v1/chat/completions`` straight to its endpoint.
 
-    def __init__(self, app: ASGIApp, service: ChatService) -> None:
+    The chat route is the hot one and a stream holds its whole call stack open while it lasts;
+    skipping the exception middleware and the router saves their frames on every open stream.
+    The router still has the route, for the 405 answer to other methods.
+    """
+
+    def __init__(self, app: ASGIApp, service: ChatService, chat: ChatEndpoint) -> None:
         self._app = app
         self._service = service
+        self._chat = chat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "OPTIONS":
-            await self._app(scope, receive, send)
-            return
-        reply = self._service.preflight(Headers(scope=scope), scope["path"])
-        await _respond(reply)(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["method"] == "POST" and _route_path(scope) == "/v1/chat/completions":
+                await self._chat(scope, receive, send)
+                return
+            if scope["method"] == "OPTIONS":
+                reply = self._service.preflight(Headers(scope=scope), scope["path"])
+                await _respond(reply)(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: without the ``root_path`` of an app mounted under a prefix."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
 def _respond(reply: JSONReply, extra: dict[str, str] | None = None) -> Response:
@@ -203,4 +222,4 @@ async def _send_stream(reply: StreamReply, send: Send) -> None:
         return  # the client went away mid-write; the iterator is closed, the agent cancelled
 
 
-__all__: Sequence[str] = ("ChatEndpoint", "Preflight", "create_asgi_app")
+__all__: Sequence[str] = ("ChatEndpoint", "Shortcuts", "create_asgi_app")
