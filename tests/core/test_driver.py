@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from typing import Any
@@ -91,3 +92,22 @@ def test_non_streaming_reply() -> None:
     assert isinstance(reply, JSONReply)
     assert reply.status == 200
     assert b'"content":"done"' in reply.body
+
+
+def test_an_agent_raising_cancelled_error_of_its_own_ends_the_stream_with_an_error() -> None:
+    async def main() -> tuple[bool, bytes]:
+        service = ChatService(ScriptedAgent(["a"], error=asyncio.CancelledError()))
+        reply = await service.chat({}, _one(_request()), None)
+        assert isinstance(reply, StreamReply)
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        return await reply.write_to(write), b"".join(written)
+
+    completed, body = asyncio.run(main())
+    assert completed
+    last = json.loads(body.rsplit(b"data: ", 1)[1])
+    assert "cancelled" in last["error"]["message"]
+    assert b"[DONE]" not in body and b'"finish_reason":"stop"' not in body
