@@ -132,13 +132,14 @@ class _Inbox:
     request's task, so a client that leaves cancels its turn even while the agent is silent.
     """
 
-    __slots__ = ("_listener", "_receive", "_task", "gone")
+    __slots__ = ("_closed", "_listener", "_receive", "_task", "gone")
 
     def __init__(self, receive: Receive, task: asyncio.Task[object]) -> None:
         self.gone = False  #: the client disconnected
         self._receive = receive
         self._task = task
         self._listener: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def body(self) -> AsyncIterator[bytes]:
         while True:
@@ -163,10 +164,13 @@ class _Inbox:
             return  # we stopped listening: the response is complete
         if listener.exception() is not None:
             logger.error("receive() failed", exc_info=listener.exception())
+        if self._closed:
+            return  # the request's task has moved on: never cancel it there
         self.gone = True
         self._task.cancel()
 
     def close(self) -> None:
+        self._closed = True
         if self._listener is not None:
             self._listener.cancel()
 

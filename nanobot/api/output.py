@@ -12,10 +12,12 @@ of silence and drops a client on which a single write waited ``write_timeout`` s
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 
 from nanobot.api.sse import PING
+
+logger = logging.getLogger("nanobot.api")
 
 Write = Callable[[bytes], Awaitable[object]]
 
@@ -41,12 +43,12 @@ class Output:
         "_task",
         "_ticking",
         "_write",
-        "_write_timeout",
         "cancels",
         "closed",
         "error",
         "last",
         "stalled",
+        "write_timeout",
         "writing_since",
     )
 
@@ -62,7 +64,7 @@ class Output:
         self._task = asyncio.current_task()
         self._write = write
         self._interval = ping_interval if ping_interval > 0 else None
-        self._write_timeout = write_timeout if write_timeout and write_timeout > 0 else None
+        self.write_timeout = write_timeout if write_timeout and write_timeout > 0 else None
         self._limit = limit
         self._parts: list[bytes] = []
         self._size = 0
@@ -99,6 +101,7 @@ class Output:
     async def close(self, tail: bytes) -> None:
         """Write whatever is gathered, then ``tail``: the end of the stream."""
         if self.broken or self.closed:
+            self.closed = True
             return
         self._parts.append(tail)
         self._size += len(tail)
@@ -113,8 +116,7 @@ class Output:
         flusher = self._flusher
         if flusher is not None and not flusher.done():
             flusher.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await flusher
+            await asyncio.wait((flusher,))  # a cancel aimed at this task still gets through
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -130,7 +132,9 @@ class Output:
         self.writing_since = self._loop.time()
         try:
             await self._write(data)
-        except OSError as exc:
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                logger.exception("writing to the client failed")
             self.error = exc
             raise ClientGone("the client is gone") from exc
         finally:
@@ -141,7 +145,9 @@ class Output:
         """Write everything gathered, after any flusher still writing (keeps the order)."""
         flusher = self._flusher
         if flusher is not None and not flusher.done():
-            await flusher
+            # Not ``await flusher``: cancelling this task (a turn timeout) would cancel the
+            # flusher's write too, and lose the bytes it already took.
+            await asyncio.wait((flusher,))
         if self.broken:
             raise ClientGone("the client is gone")
         if self._parts:
@@ -150,7 +156,7 @@ class Output:
     def _tick_end(self) -> None:
         """The producing task yielded: write what it gathered meanwhile, in the background."""
         self._ticking = False
-        if self._parts and not self.closed:
+        if self._parts and not self.closed and not self.broken:
             self._start_flusher()
 
     def _start_flusher(self) -> None:
@@ -175,17 +181,17 @@ class Output:
         since = self.writing_since
         if self._interval is not None:  # while a write waits, look again an interval later
             deadlines.append((self.last if since is None else now) + self._interval)
-        if self._write_timeout is not None:
-            deadlines.append((now if since is None else since) + self._write_timeout)
+        if self.write_timeout is not None:
+            deadlines.append((now if since is None else since) + self.write_timeout)
         if deadlines:
             self._handle = self._loop.call_at(min(deadlines), self._check)
 
     def _check(self) -> None:
-        if self.closed:
+        if self.closed or self.broken:
             return
         now = self._loop.time()
         since = self.writing_since
-        if self._write_timeout is not None and since is not None and now - since >= self._write_timeout:
+        if self.write_timeout is not None and since is not None and now - since >= self.write_timeout:
             self.stalled = True
             self._cancel_task()
             if self._flusher is not None:

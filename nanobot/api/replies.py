@@ -44,16 +44,24 @@ class StreamReply:
         try:
             await self.run(output)
         except asyncio.CancelledError:
-            if not output.broken:
-                raise
-            task = asyncio.current_task()
-            for _ in range(output.cancels):
-                task.uncancel()  # type: ignore[union-attr]
-            if task is not None and task.cancelling():
-                raise  # cancelled by someone else too (a disconnect, a shutdown)
-            if output.stalled:
-                logger.warning("client stopped reading for %s s; stream dropped", self.write_timeout)
+            if not output.broken or _uncancel(output):
+                raise  # cancelled from outside (a disconnect, a shutdown), maybe as well
             return False
         finally:
             await output.aclose()
+        if output.broken:  # the agent absorbed the cancellation and returned
+            _uncancel(output)
+            return False
         return True
+
+
+def _uncancel(output: Output) -> int:
+    """Take back the cancels ``output`` sent this task; the count of those left from others."""
+    task = asyncio.current_task()
+    assert task is not None
+    for _ in range(output.cancels):
+        task.uncancel()
+    output.cancels = 0
+    if output.stalled:
+        logger.warning("client stopped reading for %s s; stream dropped", output.write_timeout)
+    return task.cancelling()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -185,3 +186,75 @@ def test_a_cancelled_turn_stays_cancelled() -> None:
             await task
 
     run(main)
+
+
+def test_bytes_taken_by_the_flusher_survive_a_turn_timeout() -> None:
+    """A timeout while the producer waits for a slow flusher must not cancel that write."""
+
+    async def main() -> bytes:
+        written: list[bytes] = []
+        drained = asyncio.Event()
+        drained.set()
+
+        async def write(data: bytes) -> None:  # like uvicorn: wait for the socket, then write
+            await drained.wait()
+            written.append(data)
+
+        output = Output(write, limit=8)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await output.send(b"A|")
+                await output.send(b"B|")  # gathered
+                drained.clear()  # the client reads slowly now
+                await asyncio.sleep(0)  # the tick ends: a flusher starts, and will wait in its write
+                for token in (b"C|", b"D|", b"E|", b"F|"):
+                    await output.send(token)  # at E| the limit: waits for the flusher
+                    # ... and the timeout strikes there: F| is never produced
+        drained.set()
+        await output.close(b"ERR|")
+        await output.aclose()
+        return b"".join(written)
+
+    assert run(main) == b"A|B|C|D|E|ERR|"
+
+
+def test_a_gone_client_is_neither_pinged_nor_cancelled_again() -> None:
+    cleanup: list[str] = []
+
+    async def produce(output: Output) -> None:
+        try:
+            await output.send(b"a")  # fails: the client is gone
+        finally:
+            for _ in range(3):  # the agent cleans up (closes its upstream), over several pings
+                try:
+                    await asyncio.sleep(0.02)
+                    cleanup.append("ok")
+                except asyncio.CancelledError:
+                    cleanup.append("cancelled")
+
+    async def main() -> tuple[bool, list[bytes]]:
+        socket = Socket()
+        socket.fail_after = 0
+        result = await _reply(socket, produce, ping=0.01).write_to(socket.write)
+        return result, socket.writes
+
+    assert run(main) == (False, [])
+    assert cleanup == ["ok", "ok", "ok"]
+
+
+def test_an_agent_that_absorbs_the_cancellation_leaves_no_cancel_behind() -> None:
+    async def produce(output: Output) -> None:
+        await output.send(b"a")
+        await output.send(b"b")  # gathered; the flusher's write fails and cancels this task
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()  # a badly behaved agent swallows it and returns
+
+    async def main() -> tuple[bool, int]:
+        socket = Socket()
+        socket.fail_after = 1
+        result = await _reply(socket, produce).write_to(socket.write)
+        task = asyncio.current_task()
+        assert task is not None
+        return result, task.cancelling()
+
+    assert run(main) == (False, 0)
