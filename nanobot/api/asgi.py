@@ -221,9 +221,9 @@ async def _send_stream(reply: StreamReply, send: Send) -> None:
     try:
         if await reply.write_to(write):
             await send({"type": "http.response.body", "body": b""})
-        # else: the client stopped reading; returning unfinished makes the server drop it
+        # else: the client is gone or stopped reading; returning unfinished makes the server drop it
     except OSError:
-        return  # the client went away mid-write; the iterator is closed, the agent cancelled
+        return  # the client went away just as the stream ended
 
 
 __all__: Sequence[str] = ("ChatEndpoint", "Shortcuts", "create_asgi_app")

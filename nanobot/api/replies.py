@@ -46,13 +46,14 @@ class StreamReply:
         except asyncio.CancelledError:
             if not output.broken or _uncancel(output):
                 raise  # cancelled from outside (a disconnect, a shutdown), maybe as well
-            return False
         finally:
             await output.aclose()
-        if output.broken:  # the agent absorbed the cancellation and returned
-            _uncancel(output)
-            return False
-        return True
+        if not output.broken:
+            return True
+        _uncancel(output)  # also when the agent absorbed the cancellation and returned
+        if output.stalled:
+            logger.warning("client stopped reading for %s s; stream dropped", output.write_timeout)
+        return False
 
 
 def _uncancel(output: Output) -> int:
@@ -62,6 +63,4 @@ def _uncancel(output: Output) -> int:
     for _ in range(output.cancels):
         task.uncancel()
     output.cancels = 0
-    if output.stalled:
-        logger.warning("client stopped reading for %s s; stream dropped", output.write_timeout)
     return task.cancelling()
