@@ -1,9 +1,10 @@
-"""Reading an upstream's streamed answer, without I/O: SSE lines to events, chunks to text.
+"""Reading an upstream's streamed answer, without I/O: SSE bytes to events, chunks to text.
 
-:class:`EventDecoder` turns lines into event data (``data:`` lines joined, comments and other
-fields skipped); :class:`ChunkReader` folds OpenAI ``chat.completion.chunk`` payloads into the
-answer's text deltas, its usage and whether it finished. Both raise :class:`UpstreamFailed` for
-what an OpenAI-compatible server must never send.
+:class:`EventDecoder` turns the raw bytes of an SSE body into each event's data, splitting lines
+on CR, LF and CRLF only, as SSE does (not on U+2028 or U+0085, which JSON strings may hold raw),
+and holding at most :data:`MAX_EVENT_BYTES` for one event. :class:`ChunkReader` folds OpenAI
+``chat.completion.chunk`` payloads into the answer's text deltas, its usage and whether it
+finished. Both raise :class:`UpstreamFailed` for what an OpenAI-compatible server must never send.
 """
 
 from __future__ import annotations
@@ -16,33 +17,135 @@ import orjson
 from nanobot.api.completion import Usage
 from nanobot.api.errors import UpstreamFailed
 
-DONE = "[DONE]"
+DONE = b"[DONE]"
+MiB = 1024 * 1024
+#: The most one event (its unfinished line plus its data) or one non-streamed answer may hold.
+#: Streamed chunks are well under 1 KiB, but some servers and proxies send a whole answer as one
+#: event: 128k output tokens of CJK text, escaped as ``\uXXXX`` (6 bytes each), are 768 KiB, so
+#: 4 MiB leaves room for reasoning text too, while a runaway upstream costs at most that per turn.
+MAX_EVENT_BYTES = 4 * MiB
+BOM = b"\xef\xbb\xbf"
+_DATA = b"data: "
+
+
+def too_large(source: str, what: str, limit: int) -> UpstreamFailed:
+    """The error for an upstream that sent more than ``limit`` bytes in one event or answer."""
+    size = f"{limit // MiB} MiB" if limit % MiB == 0 else f"{limit} bytes"
+    return UpstreamFailed(
+        f"The upstream at {source} sent {what} larger than {size}, the most the relay buffers for one event.",
+        code="upstream_event_too_large",
+    )
 
 
 class EventDecoder:
-    """Lines of an SSE stream (without line endings) in, each event's data out."""
+    """Bytes of an SSE body in, as they arrive; each event's data out, as UTF-8 bytes.
 
-    def __init__(self) -> None:
-        self._data: list[str] = []
+    Follows the WHATWG rules: a BOM may open the stream, lines end at CR, LF or CRLF (also
+    when a CRLF or a UTF-8 character is split between two chunks), ``:`` starts a comment,
+    ``data:`` lines (one space after the colon dropped) are joined with LF, and a blank line
+    dispatches the event; other fields are ignored. An event that passes ``limit`` bytes raises
+    :class:`UpstreamFailed` (``upstream_event_too_large``) before it is buffered. ``source``
+    names the upstream in errors.
+    """
 
-    def decode(self, line: str) -> str | None:
-        """Feed one line; the event's data when this line ends an event that carried any."""
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        if name == "data":
-            self._data.append(value.removeprefix(" "))
-        return None
+    __slots__ = ("_at_start", "_cr", "_data", "_data_size", "_head", "_limit", "_pending", "source")
 
-    def flush(self) -> str | None:
-        """The data of an event the stream ended in the middle of, if any."""
-        if not self._data:
-            return None
-        data = "\n".join(self._data)
-        self._data.clear()
-        return data
+    def __init__(self, source: str, limit: int = MAX_EVENT_BYTES) -> None:
+        self.source = source
+        self._limit = limit
+        self._at_start = True  # a BOM may still come
+        self._head = b""  # the first bytes, while they may be the start of a BOM
+        self._cr = False  # the last chunk ended in CR: a LF opening the next one ends no line
+        self._pending = bytearray()  # the unfinished line
+        self._data: list[bytes] = []  # the event's data lines so far
+        self._data_size = 0  # their bytes, each counted with the LF that will join it
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes the decoder holds: never more than its limit."""
+        return len(self._head) + len(self._pending) + self._data_size
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Read the next bytes of the body; the data of each event they complete."""
+        if self._at_start or self._cr:
+            chunk = self._skip_bom_and_lf(chunk)
+        if (
+            not self._pending
+            and not self._data
+            and chunk.startswith(_DATA)
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk.endswith(b"\n")
+            and b"\r" not in chunk
+            and len(chunk) <= self._limit
+        ):
+            return [chunk[6:-2]]  # the usual chunk: exactly one whole ``data: ...\n\n`` event
+        return self._split(chunk)
+
+    def close(self) -> bytes | None:
+        """The body ended: the data of an event it ended in the middle of, if any."""
+        events: list[bytes] = []
+        rest = self._head + self._pending
+        self._head, self._at_start, self._cr = b"", False, False
+        self._pending.clear()
+        if rest:
+            self._lines([rest], events)
+        return self._dispatch() if self._data else None
+
+    def _skip_bom_and_lf(self, chunk: bytes) -> bytes:
+        if self._at_start:
+            head = self._head + chunk
+            if len(head) < len(BOM) and BOM.startswith(head):
+                self._head = head
+                return b""
+            self._at_start, self._head = False, b""
+            chunk = head.removeprefix(BOM)
+        if self._cr and chunk:
+            self._cr = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+        return chunk
+
+    def _split(self, chunk: bytes) -> list[bytes]:
+        if b"\r" in chunk:
+            self._cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        events: list[bytes] = []
+        if lines:
+            if self._pending:
+                lines[0] = bytes(self._pending) + lines[0]
+                self._pending.clear()
+            self._lines(lines, events)
+        if tail:
+            if len(self._pending) + len(tail) + self._data_size > self._limit:
+                raise too_large(self.source, "an event", self._limit)
+            self._pending += tail
+        return events
+
+    def _lines(self, lines: list[bytes], events: list[bytes]) -> None:
+        """Read whole lines (without their ends), appending the data of each event they end."""
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    events.append(self._dispatch())
+            elif line[0] != 0x3A:  # ":" opens a comment
+                name, _, value = line.partition(b":")
+                if name == b"data":
+                    if value[:1] == b" ":
+                        value = value[1:]
+                    self._data_size += len(value) + 1
+                    if self._data_size > self._limit:
+                        raise too_large(self.source, "an event", self._limit)
+                    data.append(value)
+
+    def _dispatch(self) -> bytes:
+        data = self._data
+        joined = data[0] if len(data) == 1 else b"\n".join(data)
+        data.clear()
+        self._data_size = 0
+        return joined
 
 
 class ChunkReader:
@@ -64,8 +167,8 @@ class ChunkReader:
         """The answer is whole: ``[DONE]`` came, or a choice said why it finished."""
         return self.done or self.finished
 
-    def feed(self, data: str) -> str:
-        """Read one event's data; the text it adds to the answer (often empty)."""
+    def feed(self, data: bytes) -> str:
+        """Read one event's data (UTF-8); the text it adds to the answer (often empty)."""
         if data.strip() == DONE:
             self.done = True
             return ""
@@ -93,7 +196,7 @@ class ChunkReader:
         self._parts.append(message.get("content") or "")
         return self.content
 
-    def _load(self, data: str | bytes) -> Mapping[str, Any]:
+    def _load(self, data: bytes) -> Mapping[str, Any]:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -121,7 +224,7 @@ class ChunkReader:
         return text
 
     def _malformed(self, data: str | bytes) -> UpstreamFailed:
-        shown = data if isinstance(data, str) else data.decode(errors="replace")
+        shown = data if isinstance(data, str) else data[:800].decode(errors="replace")
         return UpstreamFailed(
             f"The upstream at {self.source} sent a malformed chunk: {shown[:200]!r}",
             code="upstream_malformed",

@@ -1,9 +1,12 @@
 """The upstream: one OpenAI-compatible server, streamed over one pooled ``httpx.AsyncClient``.
 
 Every fault becomes the API error a client should see: unreachable, refused, failed or broken
-upstreams are 502 (:class:`UpstreamFailed`), its 429 is our 429 with its ``Retry-After``, its
-silence past the ``httpx`` timeouts is 504. Nothing is retried: a turn runs upstream at most once.
-Cancelling :meth:`Upstream.complete` closes the upstream connection at once.
+upstreams, and events over :data:`~nanobot.agents.chunks.MAX_EVENT_BYTES`, are 502
+(:class:`UpstreamFailed`); its 429 is our 429 with its ``Retry-After``; its silence past the
+``httpx`` timeouts is 504. Nothing is retried: a turn runs upstream at most once. Cancelling
+:meth:`Upstream.complete` closes the upstream connection at once. The body is read as bytes and
+split into events by :class:`~nanobot.agents.chunks.EventDecoder`, so any HTTP client that hands
+over chunks will do.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
-from nanobot.agents.chunks import ChunkReader, EventDecoder, error_detail
+from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, error_detail, too_large
 from nanobot.agents.history import ChatMessage
 from nanobot.api.completion import Usage
 from nanobot.api.errors import AgentTimeout, APIError, RateLimited, UpstreamFailed
@@ -113,30 +116,37 @@ class Upstream:
     async def _read(self, response: httpx.Response, on_delta: OnDelta) -> Completion:
         reader = ChunkReader(self.endpoint)
         if response.headers.get("content-type", "").startswith("application/json"):
-            text = reader.read_completion(await response.aread())
+            body = await _read_body(response, MAX_EVENT_BYTES)
+            if body is None:
+                raise too_large(self.endpoint, "a non-streamed answer", MAX_EVENT_BYTES)
+            text = reader.read_completion(body)
             if text:
                 await on_delta(text)
             return Completion(text, reader.usage)
-        decoder = EventDecoder()
-        lines = response.aiter_lines()
-        async for line in lines:
-            data = decoder.decode(line)
-            text = reader.feed(data) if data is not None else ""
-            if text:
-                await on_delta(text)
-            if reader.done:
-                await _drain(lines)
-                break
-        else:
-            tail = decoder.flush()
-            if tail is not None:
-                reader.feed(tail)
+        await self._read_events(response, reader, on_delta)
         if not reader.complete:
             raise UpstreamFailed(
                 f"The upstream at {self.endpoint} ended the stream before the answer was complete.",
                 code="upstream_broken",
             )
         return Completion(reader.content, reader.usage)
+
+    async def _read_events(self, response: httpx.Response, reader: ChunkReader, on_delta: OnDelta) -> None:
+        """Relay the SSE body's events to ``reader`` until ``[DONE]`` or the end of the body."""
+        decoder = EventDecoder(self.endpoint)
+        chunks = response.aiter_bytes()
+        async for chunk in chunks:
+            for data in decoder.feed(chunk):
+                text = reader.feed(data)
+                if text:
+                    await on_delta(text)
+                if reader.done:
+                    await _drain(chunks)
+                    return
+        tail = decoder.close()
+        text = reader.feed(tail) if tail is not None else ""
+        if text:
+            await on_delta(text)
 
     def _fault(self, exc: httpx.TransportError) -> APIError:
         """The error for a request that failed on the network: unreachable, silent or cut off."""
@@ -169,21 +179,29 @@ class Upstream:
         return UpstreamFailed(f"{where} answered {status}: {detail}")
 
 
-async def _json_prefix(response: httpx.Response) -> Any:
-    body = b""
+async def _read_body(response: httpx.Response, limit: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it passes ``limit`` bytes."""
+    pieces: list[bytes] = []
+    size = 0
     async for piece in response.aiter_bytes():
-        body += piece
-        if len(body) >= ERROR_BODY_LIMIT:
+        size += len(piece)
+        if size > limit:
             return None
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+async def _json_prefix(response: httpx.Response) -> Any:
+    body = await _read_body(response, ERROR_BODY_LIMIT)
     try:
-        return orjson.loads(body)
+        return orjson.loads(body) if body is not None else None
     except orjson.JSONDecodeError:
         return None
 
 
-async def _drain(lines: AsyncIterator[str]) -> None:
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
     """Read to the end of the body so the connection goes back to the pool; give up quickly."""
     with suppress(TimeoutError, httpx.TransportError):
         async with asyncio.timeout(DRAIN_GRACE):
-            async for _ in lines:
+            async for _ in chunks:
                 pass

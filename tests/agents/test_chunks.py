@@ -1,50 +1,186 @@
-"""Reading upstream streams without I/O: SSE lines to event data, chunk payloads to the answer."""
+"""Reading upstream streams without I/O: SSE bytes to event data, chunk payloads to the answer."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from nanobot.agents.chunks import ChunkReader, EventDecoder, error_detail
+from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, error_detail
 from nanobot.agents.upstream import chat_endpoint
 from nanobot.api.completion import Usage
 from nanobot.api.errors import UpstreamFailed
 
 
-def decode_all(lines: list[str]) -> list[str]:
-    decoder = EventDecoder()
-    events = [data for line in lines if (data := decoder.decode(line)) is not None]
-    tail = decoder.flush()
+def decode(*chunks: bytes, limit: int = MAX_EVENT_BYTES) -> list[bytes]:
+    """Every event's data, the body cut into ``chunks``."""
+    decoder = EventDecoder("up", limit)
+    events = [data for chunk in chunks for data in decoder.feed(chunk)]
+    tail = decoder.close()
     return [*events, *([tail] if tail is not None else [])]
 
 
+def cuts(body: bytes, *at: int) -> list[bytes]:
+    """``body`` cut at the positions ``at`` (in order)."""
+    bounds = [0, *at, len(body)]
+    return [body[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 def test_decoder_skips_comments_blank_lines_and_other_fields() -> None:
-    lines = [": ping", "", "", "event: message", "id: 7", "retry: 10", "data: {}", "", "data:[DONE]", ""]
-    assert decode_all(lines) == ["{}", "[DONE]"]
+    body = b": ping\n\n\nevent: message\nid: 7\nretry: 10\ndata: {}\n\ndata:[DONE]\n\n"
+    assert decode(body) == [b"{}", b"[DONE]"]
 
 
 def test_decoder_joins_multi_line_data_and_keeps_an_unterminated_last_event() -> None:
-    assert decode_all(["data: a", "data:  b", "", "data: tail"]) == ["a\n b", "tail"]
+    assert decode(b"data: a\ndata:  b\ndata\n\ndata: tail") == [b"a\n b\n", b"tail"]
+    assert decode(b"data: a\n\ndata: tail\n") == [b"a", b"tail"]
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r", b"\r\n"])
+def test_decoder_ends_lines_at_lf_cr_and_crlf(end: bytes) -> None:
+    body = b"data: a" + end + b"data: b" + end + end + b": c" + end + end + b"data: d" + end + end
+    assert decode(body) == [b"a\nb", b"d"]
+
+
+def test_decoder_ends_lines_only_at_cr_and_lf() -> None:
+    """VT, FF and the separators str.splitlines knows besides CR and LF are data, not line ends."""
+    data = "a\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029b".encode()
+    assert decode(b"data: " + data + b"\n\n") == [data]
+
+
+def test_json_may_hold_u2028_u2029_and_u0085_raw() -> None:
+    text = "line\u2028para\u2029next\x85end"
+    chunk = f'{{"choices": [{{"index": 0, "delta": {{"content": "{text}"}}}}]}}'.encode()
+    (data,) = decode(b"data: " + chunk + b"\n\n")
+    assert ChunkReader("up").feed(data) == text
+
+
+def test_decoder_drops_a_bom_only_at_the_start() -> None:
+    bom = b"\xef\xbb\xbf"
+    assert decode(bom + b"data: a\n\n" + bom + b"data: b\n\n") == [b"a"]  # "\ufeffdata" is no field
+    assert decode(bom[:1], bom[1:2], bom[2:] + b"data: a\n\n") == [b"a"]
+    assert decode(bom[:2]) == [] and decode(b"\xef", b"data: a") == []  # not a BOM: an unknown field
+
+
+def test_a_cr_at_a_chunk_end_and_a_lf_opening_the_next_end_one_line() -> None:
+    assert decode(b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n") == [b"a\nb"]
+    assert decode(b"data: a\r", b"\r", b"data: b\n\n") == [b"a", b"b"]  # CR CR: two line ends
+
+
+# A body with every kind of line end, a BOM, comments, other fields, multi-line data, multi-byte
+# characters and the separators str.splitlines would split at.
+BODY = (
+    b"\xef\xbb\xbf: hello\r\n\r\n"
+    b'data: {"a": "\xc3\xa9\xe2\x80\xa8\xf0\x9f\x98\x80"}\r\r'
+    b"event: x\nid: 1\ndata: one\rdata:two\r\ndata\n\n"
+    b'data: {"b": "\xc2\x85\xe2\x80\xa9"}\n\r\n'
+    b"data: [DONE]\r\n\r\n"
+)
+EVENTS = [
+    '{"a": "\u00e9\u2028\U0001f600"}'.encode(),
+    b"one\ntwo\n",
+    '{"b": "\x85\u2029"}'.encode(),
+    b"[DONE]",
+]
+
+
+def test_decoder_reads_the_whole_body_at_once_and_byte_by_byte() -> None:
+    assert decode(BODY) == EVENTS
+    assert decode(*(BODY[k : k + 1] for k in range(len(BODY)))) == EVENTS
+
+
+def test_decoder_reads_the_body_cut_at_any_one_or_two_places() -> None:
+    for i, j in itertools.combinations_with_replacement(range(len(BODY) + 1), 2):
+        assert decode(*cuts(BODY, i, j)) == EVENTS, (i, j)
+
+
+def test_the_fast_path_takes_whole_events_and_leaves_the_rest() -> None:
+    decoder = EventDecoder("up")
+    assert decoder.feed(b"data: {}\n\n") == [b"{}"]
+    assert decoder.feed(b"data: a\n\ndata: b\n\n") == [b"a", b"b"]
+    assert decoder.feed(b"data: a\ndata: b\n\n") == [b"a\nb"]
+    assert decoder.feed(b"data: c\r\n\n") == [b"c"]
+    assert decoder.feed(b"data: d\n") == [] and decoder.feed(b"data: e\n\n") == [b"d\ne"]
+    assert decoder.feed(b"data: \n\n") == [b""]  # an empty data line is an event (a malformed chunk)
+    assert decoder.buffered == 0
+
+
+def test_a_line_longer_than_the_limit_fails_before_it_is_buffered() -> None:
+    decoder = EventDecoder("http://up/v1", limit=1000)
+    decoder.feed(b"data: ")
+    fed = 6
+    with pytest.raises(UpstreamFailed) as caught:
+        while True:
+            decoder.feed(b"x" * 64)
+            fed += 64
+            assert decoder.buffered == fed <= 1000
+    assert fed + 64 > 1000
+    assert decoder.buffered <= 1000
+    assert caught.value.code == "upstream_event_too_large" and caught.value.status == 502
+    assert caught.value.message == (
+        "The upstream at http://up/v1 sent an event larger than 1000 bytes, "
+        "the most the relay buffers for one event."
+    )
+
+
+def test_an_event_of_many_lines_longer_than_the_limit_fails() -> None:
+    decoder = EventDecoder("up", limit=100)
+    assert decoder.feed(b"data: " + b"x" * 40 + b"\n") == []
+    assert decoder.feed(b"data:\n" * 50) == []  # empty lines count too: each adds a LF
+    assert decoder.buffered == 91
+    with pytest.raises(UpstreamFailed, match="larger than 100 bytes"):
+        decoder.feed(b"data:\n" * 10)
+
+
+def test_the_limit_counts_one_event_at_a_time() -> None:
+    event = b"data: " + b"x" * 90 + b"\n\n"
+    assert decode(event * 5, limit=100) == [b"x" * 90] * 5
+    assert decode(*[event[:50], event[50:] + event[:50], event[50:]], limit=100) == [b"x" * 90] * 2
+    with pytest.raises(UpstreamFailed, match="larger than 100 bytes"):
+        decode(b"data: " + b"x" * 101 + b"\n\n", limit=100)  # even one whole event in one chunk
+
+
+def test_the_default_limit_names_mebibytes() -> None:
+    decoder = EventDecoder("up")
+    decoder.feed(b"data: " + b"x" * (MAX_EVENT_BYTES - 6))
+    assert decoder.buffered == MAX_EVENT_BYTES
+    with pytest.raises(UpstreamFailed, match=f"larger than {MAX_EVENT_BYTES // 2**20} MiB"):
+        decoder.feed(b"x")
+
+
+def test_comments_and_other_fields_are_not_kept() -> None:
+    decoder = EventDecoder("up", limit=100)
+    for _ in range(10):
+        assert decoder.feed(b": " + b"." * 90 + b"\nid: " + b"7" * 90 + b"\n") == []
+    assert decoder.buffered == 0
+
+
+def test_invalid_utf8_in_an_event_is_a_malformed_chunk() -> None:
+    (data,) = decode(b'data: {"a": "\xff"}\n\n')
+    with pytest.raises(UpstreamFailed, match="malformed chunk") as caught:
+        ChunkReader("up").feed(data)
+    assert caught.value.code == "upstream_malformed"
 
 
 def test_reader_folds_deltas_finish_and_usage() -> None:
     reader = ChunkReader("up")
     pieces = [
-        reader.feed('{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'),
-        reader.feed('{"choices":[{"index":0,"delta":{"content":"Hel"}}]}'),
-        reader.feed('{"choices":[{"index":0,"delta":{"content":null}}]}'),
-        reader.feed('{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}'),
-        reader.feed('{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'),
+        reader.feed(b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'),
+        reader.feed(b'{"choices":[{"index":0,"delta":{"content":"Hel"}}]}'),
+        reader.feed(b'{"choices":[{"index":0,"delta":{"content":null}}]}'),
+        reader.feed(b'{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}'),
+        reader.feed(b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'),
     ]
     assert pieces == ["", "Hel", "", "lo", ""]
     assert reader.finished and not reader.done and reader.complete
-    assert reader.feed('{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}') == ""
-    assert reader.feed("[DONE]") == ""
+    assert reader.feed(b'{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}') == ""
+    assert reader.feed(b"[DONE]") == ""
     assert (reader.content, reader.usage, reader.done) == ("Hello", Usage(9, 2), True)
 
 
 def test_reader_ignores_other_choices_and_missing_deltas() -> None:
     reader = ChunkReader("up")
-    assert reader.feed('{"choices":[{"index":1,"delta":{"content":"x"}},{"index":0}]}') == ""
+    assert reader.feed(b'{"choices":[{"index":1,"delta":{"content":"x"}},{"index":0}]}') == ""
     assert not reader.complete
 
 
@@ -61,13 +197,13 @@ def test_reader_ignores_other_choices_and_missing_deltas() -> None:
 )
 def test_reader_refuses_malformed_chunks(data: str) -> None:
     with pytest.raises(UpstreamFailed, match="upstream at up sent a malformed chunk") as caught:
-        ChunkReader("up").feed(data)
+        ChunkReader("up").feed(data.encode())
     assert caught.value.code == "upstream_malformed"
 
 
 def test_reader_raises_an_upstream_error_event() -> None:
     with pytest.raises(UpstreamFailed, match="failed mid-answer: out of memory"):
-        ChunkReader("up").feed('{"error": {"message": "out of memory", "type": "server_error"}}')
+        ChunkReader("up").feed(b'{"error": {"message": "out of memory", "type": "server_error"}}')
 
 
 def test_reader_reads_a_whole_completion() -> None:
