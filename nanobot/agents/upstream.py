@@ -2,8 +2,9 @@
 
 Every fault becomes the API error a client should see: unreachable, refused, failed or broken
 upstreams, and events over :data:`~nanobot.agents.chunks.MAX_EVENT_BYTES`, are 502
-(:class:`UpstreamFailed`); its 429 is our 429 with its ``Retry-After``; its silence past the
-``httpx`` timeouts is 504. Nothing is retried: a turn runs upstream at most once. Cancelling
+(:class:`UpstreamFailed`); its 429 is our 429 with its ``Retry-After``, which the message repeats
+for streaming clients (all they get is the error event); its silence past the ``httpx`` timeouts
+is 504. Nothing is retried: a turn runs upstream at most once. Cancelling
 :meth:`Upstream.complete` closes the upstream connection at once. The body is read as bytes and
 split into events by :class:`~nanobot.agents.chunks.EventDecoder`, so any HTTP client that hands
 over chunks will do.
@@ -14,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -173,10 +178,40 @@ class Upstream:
             )
         if status == 429:
             retry = {k: v for k in ("Retry-After", "Retry-After-Ms") if (v := response.headers.get(k))}
-            return RateLimited(f"{where} is rate limiting us (429): {detail}", headers=retry)
+            hint = retry_hint(response.headers)
+            return RateLimited(f"{where} is rate limiting us (429): {detail}{hint}", headers=retry)
         if status == 404:
             detail += "; check --upstream-url (it usually ends in /v1) and --upstream-model"
         return UpstreamFailed(f"{where} answered {status}: {detail}")
+
+
+def retry_hint(headers: Mapping[str, str]) -> str:
+    """The wait a 429 asks for, to end an error message with (``"; retry after 7 s"``), or ``""``."""
+    seconds = retry_after(headers)
+    if seconds is None:
+        return ""
+    shown = f"{seconds:.3f}".rstrip("0").removesuffix(".")  # 7, 1.5, 0.25: no float noise
+    return f"; retry after {shown} s"
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``Retry-After-Ms`` or else ``Retry-After`` (seconds or an HTTP date).
+
+    ``headers`` are looked up by lower-case name (``httpx.Headers`` ignore case anyway).
+    """
+    with suppress(ValueError):
+        millis = float(headers.get("retry-after-ms", "nan"))
+        if math.isfinite(millis) and millis >= 0:
+            return millis / 1000
+    after = headers.get("retry-after", "").strip()
+    if after.isascii() and after.isdigit():
+        return float(after)
+    with suppress(TypeError, ValueError):
+        when = parsedate_to_datetime(after)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return float(max(0, math.ceil(when.timestamp() - time.time())))
+    return None
 
 
 async def _read_body(response: httpx.Response, limit: int) -> bytes | None:

@@ -68,6 +68,30 @@ async def test_upstream_refusals_are_clear_statuses(
     assert stream_error(await client.post(CHAT, json={**HI, "stream": True}))["code"] == code
 
 
+RATE_LIMITS = [
+    pytest.param({"Retry-After": "7"}, "; retry after 7 s", id="seconds"),
+    pytest.param({"Retry-After": "7", "Retry-After-Ms": "6500"}, "; retry after 6.5 s", id="ms"),
+    pytest.param({}, "", id="none"),
+]
+
+
+@pytest.mark.parametrize(("headers", "hint"), RATE_LIMITS)
+async def test_an_upstream_429_says_when_to_retry_streaming_or_not(
+    relay: Relay, upstream: FakeUpstream, headers: dict[str, str], hint: str
+) -> None:
+    """A streaming client gets 200 before the upstream is asked: its error event's message says it."""
+    upstream.will(refuse(429, headers=headers), refuse(429, headers=headers))
+    client = await relay()
+    says = f"is rate limiting us (429): refused with 429{hint}"
+    response = await client.post(CHAT, json=HI)
+    error = error_of(response, 429)
+    assert error["message"].endswith(says)
+    assert {k: v for k in ("Retry-After", "Retry-After-Ms") if (v := response.headers.get(k))} == headers
+    error = stream_error(await client.post(CHAT, json={**HI, "stream": True}))
+    assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+    assert error["message"] == f"The upstream at {upstream.url}/chat/completions {says}"
+
+
 async def test_an_unreachable_upstream_is_502_naming_it(serve: Serve) -> None:
     with listening_socket() as sock:  # bound, then closed: nothing listens on that port
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
