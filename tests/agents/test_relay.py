@@ -11,7 +11,7 @@ import pytest
 
 from tests.agents.conftest import UPSTREAM_MODEL, Relay
 from tests.support.sse import data_events, text_of
-from tests.support.upstream import FakeUpstream, answer, chunk, complete, raw
+from tests.support.upstream import DONE, FakeUpstream, answer, chunk, complete, raw
 
 pytestmark = pytest.mark.asyncio
 
@@ -116,3 +116,41 @@ async def test_odd_but_valid_streams_are_read(relay: Relay, upstream: FakeUpstre
     client = await relay()
     events = await post_stream(client)
     assert (text_of(events), events[-1]) == ("ab", "[DONE]")
+
+
+SEPARATORS = "one\u2028two\u2029three\x85four"  # line ends to str.splitlines, text to SSE and JSON
+
+
+async def test_u2028_u2029_and_u0085_in_upstream_json_reach_the_client(
+    relay: Relay, upstream: FakeUpstream
+) -> None:
+    """Raw, unescaped in the upstream's JSON (as vLLM and llama.cpp send them), streamed or not."""
+    events = [
+        chunk({"role": "assistant", "content": SEPARATORS}, ensure_ascii=False),
+        chunk({"content": None}, "stop"),
+        DONE,
+    ]
+    assert "\u2028".encode() in events[0]
+    upstream.will(raw(*events), raw(*events), complete(SEPARATORS, ensure_ascii=False))
+    client = await relay()
+    assert text_of(await post_stream(client)) == SEPARATORS
+    for _ in range(2):
+        body = (await client.post(CHAT, json=HI)).json()
+        assert body["choices"][0]["message"]["content"] == SEPARATORS
+
+
+@pytest.mark.parametrize("end", [b"\r", b"\r\n"], ids=["cr", "crlf"])
+async def test_cr_and_crlf_streams_are_read_even_one_byte_per_write(
+    relay: Relay, upstream: FakeUpstream, end: bytes
+) -> None:
+    """Every line end, UTF-8 character and event split across writes: the answer comes out whole."""
+    tokens = ["h\u00e9", " \U0001f600", " \u2028\u00bd"]
+    events = [chunk({"role": "assistant", "content": ""}), b": keepalive\n\n"]
+    events += [chunk({"content": token}, ensure_ascii=False) for token in tokens]
+    events += [chunk({}, "stop"), DONE]
+    body = b"".join(events).replace(b"\n", end)
+    upstream.will(raw(body), raw(*(body[k : k + 1] for k in range(len(body)))))
+    client = await relay()
+    for _ in range(2):
+        events = await post_stream(client)
+        assert (text_of(events), events[-1]) == ("".join(tokens), "[DONE]")

@@ -9,6 +9,7 @@ that stall finish.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -85,8 +86,13 @@ async def run_upstream() -> AsyncIterator[FakeUpstream]:
 # -- the chunks a real server sends ------------------------------------------------------------
 
 
-def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-    """One ``chat.completion.chunk`` event, shaped like OpenAI's (``delta=None``: no choices)."""
+def chunk(
+    delta: dict[str, Any] | None, finish: str | None = None, *, ensure_ascii: bool = True, **extra: Any
+) -> bytes:
+    """One ``chat.completion.chunk`` event, shaped like OpenAI's (``delta=None``: no choices).
+
+    ``ensure_ascii=False`` sends text as raw UTF-8, as vLLM (pydantic) and llama.cpp do.
+    """
     payload = {
         "id": "chatcmpl-up",
         "object": "chat.completion.chunk",
@@ -99,11 +105,11 @@ def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any)
         "usage": None,
         **extra,
     }
-    return event(payload)
+    return event(payload, ensure_ascii=ensure_ascii)
 
 
-def event(payload: Any) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()
+def event(payload: Any, *, ensure_ascii: bool = True) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=ensure_ascii)}\n\n".encode()
 
 
 DONE = b"data: [DONE]\n\n"
@@ -177,7 +183,7 @@ def refuse(status: int, body: Any = None, headers: dict[str, str] | None = None)
     return play
 
 
-def complete(text: str, usage: tuple[int, int] = (4, 1)) -> Script:
+def complete(text: str, usage: tuple[int, int] = (4, 1), *, ensure_ascii: bool = True) -> Script:
     """Answer with a whole ``chat.completion`` JSON, as a server that ignores ``stream`` does."""
     body = {
         "id": "chatcmpl-up",
@@ -187,7 +193,7 @@ def complete(text: str, usage: tuple[int, int] = (4, 1)) -> Script:
     }
 
     async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
-        return web.json_response(body)
+        return web.json_response(body, dumps=functools.partial(json.dumps, ensure_ascii=ensure_ascii))
 
     return play
 
