@@ -19,7 +19,8 @@ from nanobot.api.errors import UpstreamFailed
 
 DONE = b"[DONE]"
 MiB = 1024 * 1024
-#: The most one event (its unfinished line plus its data) or one non-streamed answer may hold.
+#: The most one event or one non-streamed answer may hold: an event's size is that of its data
+#: lines as sent (``data:`` and a line end included) plus its unfinished line and its line end.
 #: Streamed chunks are well under 1 KiB, but some servers and proxies send a whole answer as one
 #: event: 128k output tokens of CJK text, escaped as ``\uXXXX`` (6 bytes each), are 768 KiB, so
 #: 4 MiB leaves room for reasoning text too, while a runaway upstream costs at most that per turn.
@@ -57,12 +58,12 @@ class EventDecoder:
         self._head = b""  # the first bytes, while they may be the start of a BOM
         self._cr = False  # the last chunk ended in CR: a LF opening the next one ends no line
         self._pending = bytearray()  # the unfinished line
-        self._data: list[bytes] = []  # the event's data lines so far
-        self._data_size = 0  # their bytes, each counted with the LF that will join it
+        self._data: list[bytes] = []  # the event's data so far, one item per line
+        self._data_size = 0  # the size of those lines as sent, each with one line end
 
     @property
     def buffered(self) -> int:
-        """How many bytes the decoder holds: never more than its limit."""
+        """How many bytes the decoder counts as held (a little more than it holds): at most its limit."""
         return len(self._head) + len(self._pending) + self._data_size
 
     def feed(self, chunk: bytes) -> list[bytes]:
@@ -118,7 +119,7 @@ class EventDecoder:
                 self._pending.clear()
             self._lines(lines, events)
         if tail:
-            if len(self._pending) + len(tail) + self._data_size > self._limit:
+            if self._data_size + len(self._pending) + len(tail) >= self._limit:  # no room for its end
                 raise too_large(self.source, "an event", self._limit)
             self._pending += tail
         return events
@@ -135,7 +136,7 @@ class EventDecoder:
                 if name == b"data":
                     if value[:1] == b" ":
                         value = value[1:]
-                    self._data_size += len(value) + 1
+                    self._data_size += len(line) + 1
                     if self._data_size > self._limit:
                         raise too_large(self.source, "an event", self._limit)
                     data.append(value)

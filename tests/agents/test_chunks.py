@@ -113,9 +113,9 @@ def test_a_line_longer_than_the_limit_fails_before_it_is_buffered() -> None:
         while True:
             decoder.feed(b"x" * 64)
             fed += 64
-            assert decoder.buffered == fed <= 1000
-    assert fed + 64 > 1000
-    assert decoder.buffered <= 1000
+            assert decoder.buffered == fed < 1000
+    assert fed < 1000 <= fed + 64
+    assert decoder.buffered == fed
     assert caught.value.code == "upstream_event_too_large" and caught.value.status == 502
     assert caught.value.message == (
         "The upstream at http://up/v1 sent an event larger than 1000 bytes, "
@@ -124,12 +124,17 @@ def test_a_line_longer_than_the_limit_fails_before_it_is_buffered() -> None:
 
 
 def test_an_event_of_many_lines_longer_than_the_limit_fails() -> None:
+    """Each data line counts as sent, with its line end; a pending line must leave room for its end."""
     decoder = EventDecoder("up", limit=100)
-    assert decoder.feed(b"data: " + b"x" * 40 + b"\n") == []
-    assert decoder.feed(b"data:\n" * 50) == []  # empty lines count too: each adds a LF
-    assert decoder.buffered == 91
+    assert decoder.feed(b"data: " + b"x" * 40 + b"\n" + b"data:\n" * 8) == []
+    assert decoder.buffered == 47 + 8 * 6
+    assert decoder.feed(b"data") == [] and decoder.buffered == 99
+    assert decoder.feed(b"\r\n") == [] and decoder.buffered == 100  # just at the limit
     with pytest.raises(UpstreamFailed, match="larger than 100 bytes"):
-        decoder.feed(b"data:\n" * 10)
+        decoder.feed(b"d")  # no room for a line end after it
+    assert decode(b"data: " + b"x" * 93 + b"\n\n", limit=100) == [b"x" * 93]
+    with pytest.raises(UpstreamFailed, match="larger than 100 bytes"):
+        decode(b"data:\n" * 17, limit=100)  # empty lines count too
 
 
 def test_the_limit_counts_one_event_at_a_time() -> None:
@@ -140,10 +145,21 @@ def test_the_limit_counts_one_event_at_a_time() -> None:
         decode(b"data: " + b"x" * 101 + b"\n\n", limit=100)  # even one whole event in one chunk
 
 
+@pytest.mark.parametrize("end", [b"\n", b"\r", b"\r\n"])
+def test_the_limit_does_not_depend_on_where_chunks_are_cut(end: bytes) -> None:
+    """Two lines of 50 bytes each, line ends included, fit a limit of 100 however they arrive."""
+    body = b"data: " + b"x" * 43 + end + b"data:" + b"y" * 44 + end + end
+    data = b"x" * 43 + b"\n" + b"y" * 44
+    for i, j in itertools.combinations_with_replacement(range(len(body) + 1), 2):
+        assert decode(*cuts(body, i, j), limit=100) == [data]
+        with pytest.raises(UpstreamFailed):
+            decode(*cuts(body, i, j), limit=99)
+
+
 def test_the_default_limit_names_mebibytes() -> None:
     decoder = EventDecoder("up")
-    decoder.feed(b"data: " + b"x" * (MAX_EVENT_BYTES - 6))
-    assert decoder.buffered == MAX_EVENT_BYTES
+    decoder.feed(b"data: " + b"x" * (MAX_EVENT_BYTES - 7))
+    assert decoder.buffered == MAX_EVENT_BYTES - 1
     with pytest.raises(UpstreamFailed, match=f"larger than {MAX_EVENT_BYTES // 2**20} MiB"):
         decoder.feed(b"x")
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
+from nanobot.agents.chunks import MAX_EVENT_BYTES
 from tests.agents.conftest import Relay, make_agent
 from tests.conformance.conftest import Serve
 from tests.support.servers import listening_socket
 from tests.support.sse import data_events, text_of
-from tests.support.upstream import FakeUpstream, Script, answer, chunk, event, raw, refuse, silent
+from tests.support.upstream import FakeUpstream, Script, answer, chunk, complete, event, raw, refuse, silent
 
 pytestmark = pytest.mark.asyncio
 
@@ -124,6 +126,50 @@ async def test_an_answer_broken_mid_stream_ends_in_an_error_event(
     error = stream_error(await client.post(CHAT, json={**HI, "stream": True}), text="partial")
     assert error["code"] == code and says in error["message"]
     assert error_of(await client.post(CHAT, json=HI), 502)["code"] == code
+
+
+ENDLESS_LINE = [b"data: " + b"x" * (64 * 1024 - 6), *[b"x" * 64 * 1024] * (MAX_EVENT_BYTES // (64 * 1024))]
+TOO_LARGE = (
+    f"sent an event larger than {MAX_EVENT_BYTES // 2**20} MiB, the most the relay buffers for one event"
+)
+
+
+async def test_a_line_past_the_event_limit_fails_the_turn_at_once(
+    relay: Relay, upstream: FakeUpstream
+) -> None:
+    """The upstream sends one byte more than the limit, no newline, and waits: we fail, not wait."""
+    upstream.will(raw(TOKEN, *ENDLESS_LINE, then="stall"), raw(TOKEN, *ENDLESS_LINE, then="stall"))
+    client = await relay()
+    async with asyncio.timeout(10):
+        error = stream_error(await client.post(CHAT, json={**HI, "stream": True}), text="partial")
+        assert error["code"] == "upstream_event_too_large" and TOO_LARGE in error["message"]
+        await upstream.closed.wait()
+        upstream.closed.clear()
+        error = error_of(await client.post(CHAT, json=HI), 502)
+        assert error["code"] == "upstream_event_too_large" and TOO_LARGE in error["message"]
+        await upstream.closed.wait()
+
+
+async def test_an_event_at_the_limit_is_read(relay: Relay, upstream: FakeUpstream) -> None:
+    """An event's size is its line with one line end: an answer just that size gets through."""
+    overhead = len(chunk({"role": "assistant", "content": ""}, "stop")) - 1
+    text = "y" * (MAX_EVENT_BYTES - overhead)
+    event = chunk({"role": "assistant", "content": text}, "stop")
+    assert len(event) - 1 == MAX_EVENT_BYTES
+    upstream.will(raw(event))
+    client = await relay()
+    body = (await client.post(CHAT, json=HI)).json()
+    assert body["choices"][0]["message"]["content"] == text
+
+
+async def test_a_non_streamed_answer_past_the_limit_is_502(relay: Relay, upstream: FakeUpstream) -> None:
+    upstream.will(complete("z" * MAX_EVENT_BYTES), complete("z" * MAX_EVENT_BYTES))
+    client = await relay()
+    error = error_of(await client.post(CHAT, json=HI), 502)
+    assert error["code"] == "upstream_event_too_large"
+    assert "sent a non-streamed answer larger than 4 MiB" in error["message"]
+    error = stream_error(await client.post(CHAT, json={**HI, "stream": True}))
+    assert error["code"] == "upstream_event_too_large"
 
 
 async def test_a_silent_upstream_times_out_as_504(relay: Relay, upstream: FakeUpstream) -> None:
