@@ -27,6 +27,7 @@ MiB = 1024 * 1024
 MAX_EVENT_BYTES = 4 * MiB
 BOM = b"\xef\xbb\xbf"
 _DATA = b"data: "
+_CR, _LF = 0x0D, 0x0A  # as ints: ``13 in chunk`` is a memchr, ``b"\r" in chunk`` a substring search
 
 
 def too_large(source: str, what: str, limit: int) -> UpstreamFailed:
@@ -70,16 +71,13 @@ class EventDecoder:
         """Read the next bytes of the body; the data of each event they complete."""
         if self._at_start or self._cr:
             chunk = self._skip_bom_and_lf(chunk)
-        if (
-            not self._pending
-            and not self._data
-            and chunk.startswith(_DATA)
-            and chunk.find(b"\n") == len(chunk) - 2
-            and chunk.endswith(b"\n")
-            and b"\r" not in chunk
-            and len(chunk) <= self._limit
-        ):
-            return [chunk[6:-2]]  # the usual chunk: exactly one whole ``data: ...\n\n`` event
+        if not self._pending and not self._data and chunk.startswith(_DATA) and len(chunk) <= self._limit:
+            # The usual chunk: exactly one whole event, ``data: ...`` and a blank line (LF or CRLF).
+            end = chunk.find(_LF)
+            if end == len(chunk) - 2 and chunk[-1] == _LF and _CR not in chunk:
+                return [chunk[6:-2]]
+            if end == len(chunk) - 3 and chunk.endswith(b"\r\n\r\n") and chunk.find(_CR) == end - 1:
+                return [chunk[6:-4]]
         return self._split(chunk)
 
     def close(self) -> bytes | None:
@@ -93,6 +91,7 @@ class EventDecoder:
         return self._dispatch() if self._data else None
 
     def _skip_bom_and_lf(self, chunk: bytes) -> bytes:
+        """``chunk`` without the stream's BOM, or the LF of a CRLF the last chunk cut after its CR."""
         if self._at_start:
             head = self._head + chunk
             if len(head) < len(BOM) and BOM.startswith(head):
@@ -102,14 +101,17 @@ class EventDecoder:
             chunk = head.removeprefix(BOM)
         if self._cr and chunk:
             self._cr = False
-            if chunk[0] == 0x0A:
+            if chunk[0] == _LF:
                 chunk = chunk[1:]
         return chunk
 
     def _split(self, chunk: bytes) -> list[bytes]:
-        if b"\r" in chunk:
-            self._cr = chunk.endswith(b"\r")
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        """Any chunk: its lines read, its unfinished last line kept (within the limit)."""
+        if _CR in chunk:
+            self._cr = chunk[-1] == _CR
+            chunk = chunk.replace(b"\r\n", b"\n")
+            if _CR in chunk:  # a lone CR ends a line too
+                chunk = chunk.replace(b"\r", b"\n")
         lines = chunk.split(b"\n")
         tail = lines.pop()
         events: list[bytes] = []
@@ -131,15 +133,17 @@ class EventDecoder:
             if not line:
                 if data:
                     events.append(self._dispatch())
-            elif line[0] != 0x3A:  # ":" opens a comment
-                name, _, value = line.partition(b":")
-                if name == b"data":
-                    if value[:1] == b" ":
-                        value = value[1:]
-                    self._data_size += len(line) + 1
-                    if self._data_size > self._limit:
-                        raise too_large(self.source, "an event", self._limit)
-                    data.append(value)
+                continue
+            if line.startswith(b"data:"):
+                value = line[6:] if line[5:6] == b" " else line[5:]
+            elif line == b"data":
+                value = b""
+            else:
+                continue  # a comment (":...") or another field: event, id, retry
+            self._data_size += len(line) + 1
+            if self._data_size > self._limit:
+                raise too_large(self.source, "an event", self._limit)
+            data.append(value)
 
     def _dispatch(self) -> bytes:
         data = self._data

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import random
+import re
 
 import pytest
 
@@ -94,15 +96,74 @@ def test_decoder_reads_the_body_cut_at_any_one_or_two_places() -> None:
         assert decode(*cuts(BODY, i, j)) == EVENTS, (i, j)
 
 
+def reference(body: bytes) -> list[bytes]:
+    """The WHATWG SSE rules applied to a whole body at once, the simplest way (no limit)."""
+    *lines, tail = re.split(rb"\r\n|\r|\n", body.removeprefix(b"\xef\xbb\xbf"))
+    events: list[bytes] = []
+    data: list[bytes] = []
+    for line in [*lines, tail]:
+        if not line:
+            if data:
+                events.append(b"\n".join(data))
+            data = []
+        elif not line.startswith(b":"):
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                data.append(value.removeprefix(b" "))
+    return [*events, *([b"\n".join(data)] if data else [])]
+
+
+PIECES = [
+    b"data:",
+    b"data: ",
+    b"data",
+    b"x",
+    b"\xc3\xa9",
+    b" ",
+    b":",
+    b"id: 1",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\n\n",
+]
+
+
+def test_decoder_agrees_with_the_reference_on_random_bodies_randomly_cut() -> None:
+    rng = random.Random(9)
+    for _ in range(3000):
+        body = (b"\xef\xbb\xbf" if rng.random() < 0.2 else b"") + b"".join(
+            rng.choices(PIECES, k=rng.randint(0, 30))
+        )
+        at = sorted(rng.choices(range(len(body) + 1), k=rng.randint(0, 6)))
+        assert decode(*cuts(body, *at)) == reference(body), (body, at)
+
+
 def test_the_fast_path_takes_whole_events_and_leaves_the_rest() -> None:
     decoder = EventDecoder("up")
     assert decoder.feed(b"data: {}\n\n") == [b"{}"]
+    assert decoder.feed(b"data: {}\r\n\r\n") == [b"{}"]
     assert decoder.feed(b"data: a\n\ndata: b\n\n") == [b"a", b"b"]
+    assert decoder.feed(b"data: a\r\n\r\ndata: b\r\n\r\n") == [b"a", b"b"]
     assert decoder.feed(b"data: a\ndata: b\n\n") == [b"a\nb"]
+    assert decoder.feed(b"data: a\rdata: b\r\n\r\n") == [b"a\nb"]
+    assert decoder.feed(b"data: a\r\ndata: b\n\n") == [b"a\nb"]
     assert decoder.feed(b"data: c\r\n\n") == [b"c"]
+    assert decoder.feed(b"data: c\n\r\n") == [b"c"]
+    assert decoder.feed(b"data: c\r\r\n") == [b"c"]
     assert decoder.feed(b"data: d\n") == [] and decoder.feed(b"data: e\n\n") == [b"d\ne"]
+    assert decoder.feed(b"data: f\r\n") == [] and decoder.feed(b"data: g\r\n\r\n") == [b"f\ng"]
     assert decoder.feed(b"data: \n\n") == [b""]  # an empty data line is an event (a malformed chunk)
     assert decoder.buffered == 0
+
+
+def test_whole_events_with_both_line_ends_read_the_same_however_cut() -> None:
+    events = [b'data: {"k": %d}' % k + (b"\r\n\r\n" if k % 2 else b"\n\n") for k in range(6)]
+    body = b"".join(events)
+    expected = [b'{"k": %d}' % k for k in range(6)]
+    assert decode(*events) == expected
+    for i, j in itertools.combinations_with_replacement(range(len(body) + 1), 2):
+        assert decode(*cuts(body, i, j)) == expected, (i, j)
 
 
 def test_a_line_longer_than_the_limit_fails_before_it_is_buffered() -> None:
