@@ -205,8 +205,8 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             return millis / 1000
     after = headers.get("retry-after", "").strip()
     if after.isascii() and after.isdigit():
-        return float(after)
-    with suppress(TypeError, ValueError):
+        return float(after) if len(after) < 16 else None  # no "retry after inf s"
+    with suppress(TypeError, ValueError, OverflowError):
         when = parsedate_to_datetime(after)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)

@@ -29,6 +29,8 @@ def received(headers: dict[str, str]) -> httpx.Headers:
         ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date gone by: now
         ({"Retry-After": "later"}, None),
         ({"Retry-After": "\u00b2"}, None),  # a digit to str.isdigit, not to float
+        ({"Retry-After": "9" * 400}, None),
+        ({"Retry-After": "Wed, 21 Oct 99999 07:28:00 GMT"}, None),
         ({}, None),
     ],
 )
