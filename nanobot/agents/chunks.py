@@ -42,12 +42,14 @@ def too_large(source: str, what: str, limit: int) -> UpstreamFailed:
 class EventDecoder:
     """Bytes of an SSE body in, as they arrive; each event's data out, as UTF-8 bytes.
 
-    Follows the WHATWG rules: a BOM may open the stream, lines end at CR, LF or CRLF (also
-    when a CRLF or a UTF-8 character is split between two chunks), ``:`` starts a comment,
-    ``data:`` lines (one space after the colon dropped) are joined with LF, and a blank line
-    dispatches the event; other fields are ignored. An event that passes ``limit`` bytes raises
-    :class:`UpstreamFailed` (``upstream_event_too_large``) before it is buffered. ``source``
-    names the upstream in errors.
+    Follows the WHATWG rules: a BOM may open the stream, lines end at CR, LF or CRLF (also a
+    CRLF split between two chunks), ``:`` starts a comment, ``data:`` lines (one space after the
+    colon dropped) are joined with LF, a blank line dispatches the event, other fields are
+    ignored. Nothing is decoded here: the JSON parser decodes each whole event, so a character
+    split between chunks is whole by then. Unlike WHATWG, :meth:`close` keeps an event the body
+    ended without its blank line (a body may end right after ``data: [DONE]``). An event that
+    passes ``limit`` bytes raises :class:`UpstreamFailed` (``upstream_event_too_large``) before it
+    is buffered. ``source`` names the upstream in errors.
     """
 
     __slots__ = ("_at_start", "_cr", "_data", "_data_size", "_head", "_limit", "_pending", "source")
