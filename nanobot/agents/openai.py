@@ -64,11 +64,18 @@ class OpenAIAgent:
         on_stream_end: Callable[..., Awaitable[None]] | None = None,
         messages: Sequence[ChatMessage] | None = None,
         request_id: str | None = None,
+        stateless: bool = False,
         **kwargs: Any,
     ) -> Completion:
-        """One turn: the conversation upstream, its answer streamed to ``on_stream``, then saved."""
-        if messages is not None and len(messages) > 1:
+        """One turn: the conversation upstream, its answer streamed to ``on_stream``, then saved.
+
+        ``stateless`` (the client named no session): only what the client sent goes upstream,
+        and nothing is saved, so clients that share no session id never share a conversation.
+        """
+        if messages is not None and (stateless or len(messages) > 1):
             conversation = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+        elif stateless:
+            conversation = [ChatMessage(role="user", content=content)]
         else:
             conversation = [*await self.history.load(session_key), ChatMessage(role="user", content=content)]
         completion = await self.upstream.complete(
@@ -76,8 +83,9 @@ class OpenAIAgent:
         )
         if on_stream_end is not None:
             await on_stream_end()
-        answer = ChatMessage(role="assistant", content=completion.content)
-        await self.history.save(session_key, trimmed([*conversation, answer], self.max_messages))
+        if not stateless:
+            answer = ChatMessage(role="assistant", content=completion.content)
+            await self.history.save(session_key, trimmed([*conversation, answer], self.max_messages))
         return completion
 
     async def aclose(self) -> None:

@@ -197,7 +197,10 @@ class ChatEndpoint:
         headers = Headers(scope=scope)
         length = headers.get("content-length")
         declared = int(length) if length and length.isdigit() else None
-        reply = await self._service.chat(headers, inbox.body(), declared)
+        server = scope.get("server")
+        reply = await self._service.chat(
+            headers, inbox.body(), declared, local_address=server[0] if server else None
+        )
         if isinstance(reply, StreamReply):
             await _send_stream(reply, send)
         else:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nanobot.api.errors import AgentFailed
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -43,12 +45,25 @@ def read_reply(result: object) -> Reply:
         return Reply("")
     if isinstance(result, str):
         return Reply(result)
-    content = getattr(result, "content", None)
-    text = content if isinstance(content, str) else ""
+    content = getattr(result, "content", _MISSING)
+    if not isinstance(content, str | None):
+        raise AgentFailed(
+            f"The agent returned {_kind(result)}; it must return text or an object whose .content is text.",
+            code="agent_contract",
+        )
+    text = content or ""
     raw_usage = getattr(result, "usage", None)
     if raw_usage is None:
         return Reply(text)
     return Reply(text, Usage(_count(raw_usage, "prompt_tokens"), _count(raw_usage, "completion_tokens")))
+
+
+_MISSING = object()
+
+
+def _kind(result: object) -> str:
+    content = getattr(result, "content", result)
+    return f"a {type(result).__name__}" if content is result else f".content of type {type(content).__name__}"
 
 
 def completion_body(reply: Reply, *, completion_id: str, created: int, model: str) -> dict[str, Any]:

@@ -1,30 +1,32 @@
 """The one place that awaits the agent: runs a turn and turns it into bytes or a reply.
 
-A streamed turn runs in the task that writes the response: the agent's ``on_stream`` encodes
-each token and hands it to the stream's :class:`~nanobot.api.output.Output`, which writes it at
-once or gathers it with its neighbours (see ``output.py``). No task switch per token, one task
-per stream. When the client goes away the adapter cancels that task, and with it the agent.
+The agent runs in a task of its own (see ``turns.py``), so the request can always leave it
+behind. Its ``on_stream`` encodes each token and hands it to the stream's
+:class:`~nanobot.api.output.Output`, which writes it at once from the agent's task or gathers it
+with its neighbours (see ``output.py``): no task switch per token. When the client goes away
+the adapter cancels the request's task, which cancels the agent's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from nanobot.api.completion import Reply, read_reply
-from nanobot.api.errors import AgentFailed, AgentTimeout, APIError, from_agent_exception
-from nanobot.api.output import Output
+from nanobot.api.errors import AgentFailed, AgentTimeout, APIError, TurnStopped, from_agent_exception
+from nanobot.api.output import ClientGone, Output
 from nanobot.api.stream import ChatStream, Failure, Finish, TextDelta
+from nanobot.api.turns import AgentCancelled, Turns
 
 logger = logging.getLogger("nanobot.api")
 
 OnStream = Callable[[str], Awaitable[None]]
 OnStreamEnd = Callable[..., Awaitable[None]]
 #: Calls the agent once, with the given callbacks (``None`` for a non-streaming turn).
-Invoke = Callable[[OnStream | None, OnStreamEnd | None], Awaitable[object]]
+Invoke = Callable[[OnStream | None, OnStreamEnd | None], Coroutine[Any, Any, object]]
 
 
 async def run_turn(
@@ -32,19 +34,28 @@ async def run_turn(
     *,
     hold: AbstractAsyncContextManager[None],
     timeout: float | None,
+    turns: Turns,
     on_stream: OnStream | None = None,
     on_stream_end: OnStreamEnd | None = None,
 ) -> Reply:
-    """Wait for the session, call the agent under ``timeout``, translate what it raises."""
-    async with hold:
+    """Wait for the session, then call the agent; both within ``timeout``. Failures become
+    :class:`APIError`; :class:`AgentCancelled` means the agent's task ended cancelled."""
+    with turns.track() as turn:
         try:
             async with asyncio.timeout(timeout) as deadline:
-                result = await invoke(on_stream, on_stream_end)
-        except APIError:
+                turn.deadline = deadline
+                async with hold:
+                    result = await turns.supervise(invoke(on_stream, on_stream_end))
+        except (APIError, AgentCancelled):
             raise
         except TimeoutError as exc:
+            if turn.stopped:
+                raise TurnStopped("The server is shutting down; the turn was stopped.") from None
             if deadline.expired():
-                raise AgentTimeout(f"The agent did not answer within {timeout:g} s.") from exc
+                raise AgentTimeout(
+                    f"The turn did not finish within {timeout:g} s (time queued behind earlier "
+                    "turns of its session included)."
+                ) from exc
             raise from_agent_exception(exc) from exc
         except Exception as exc:
             logger.exception("agent raised")
@@ -63,25 +74,29 @@ async def stream_turn(
     *,
     hold: AbstractAsyncContextManager[None],
     timeout: float | None,
+    turns: Turns,
 ) -> None:
     """Run a turn in this task, writing its SSE bytes to ``output`` as the agent speaks."""
     text = stream.text
     send = output.send
 
     async def on_stream(delta: str) -> None:
+        if delta.__class__ is not str:
+            raise AgentFailed(
+                f"The agent streamed a {type(delta).__name__}; tokens must be str.", code="agent_contract"
+            )
         if delta:
             await send(text(delta))
 
     try:
         reply = await run_turn(
-            invoke, hold=hold, timeout=timeout, on_stream=on_stream, on_stream_end=_segment_end
+            invoke, hold=hold, timeout=timeout, turns=turns, on_stream=on_stream, on_stream_end=_segment_end
         )
     except APIError as exc:
         tail = stream.send(Failure(exc))
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if output.broken or (task is not None and task.cancelling()):
-            raise  # the client left, stalled, or the server is stopping
+    except AgentCancelled:
+        if output.broken:
+            raise ClientGone("the client is gone") from None
         logger.warning("the agent's turn raised CancelledError of its own")
         tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
     else:

@@ -91,6 +91,26 @@ class PayloadTooLarge(APIError):
     default_code = "request_too_large"
 
 
+class RequestTimeout(APIError):
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+    type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
+class MisdirectedRequest(APIError):
+    """A ``Host`` this server does not answer for (DNS rebinding guard)."""
+
+    status = 421
+    type = "invalid_request_error"
+    default_code = "host_not_allowed"
+
+
 class Overloaded(APIError):
     status = 429
     type = "rate_limit_error"
@@ -103,6 +123,23 @@ class RateLimited(APIError):
     status = 429
     type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class ShuttingDown(APIError):
+    """The server is draining: no new turns; open ones that outlive the drain end with this."""
+
+    status = 503
+    type = "server_error"
+    default_code = "server_shutting_down"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1", **super().headers()}
+
+
+class TurnStopped(ShuttingDown):
+    """A turn still running when the drain time ran out."""
+
+    agent_started = True
 
 
 class AgentFailed(APIError):

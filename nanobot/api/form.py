@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from nanobot.api.errors import InvalidRequest, PayloadTooLarge
@@ -35,20 +35,28 @@ class _Part:
 class _Collector:
     """Callbacks for :class:`MultipartParser` that gather parts, refusing oversize ones."""
 
-    def __init__(self, max_part: int) -> None:
+    def __init__(self, max_part: int, max_parts: int) -> None:
         self.parts: list[_Part] = []
         self._max_part = max_part
+        self._max_parts = max_parts
         self._field = b""
         self._value = b""
 
     def callbacks(self) -> dict[str, object]:
         return {
-            "on_part_begin": lambda: self.parts.append(_Part()),
+            "on_part_begin": self._on_part_begin,
             "on_header_field": self._on_field,
             "on_header_value": self._on_value,
             "on_header_end": self._on_header_end,
             "on_part_data": self._on_data,
         }
+
+    def _on_part_begin(self) -> None:
+        if len(self.parts) >= self._max_parts:
+            raise InvalidRequest(
+                f"The form has more than {self._max_parts} parts.", param="files", code="too_many_files"
+            )
+        self.parts.append(_Part())
 
     def _on_field(self, data: bytes, start: int, end: int) -> None:
         self._field += data[start:end]
@@ -68,20 +76,24 @@ class _Collector:
             raise PayloadTooLarge(f"A form part exceeds the {self._max_part} byte limit.", param="files")
 
 
+#: Form fields besides files (``message``, ``session_id``, ``model``, ``stream``) and some slack.
+_FIELD_PARTS = 8
+
+
 def parse_form(
-    body: bytes, content_type: str, media: MediaStore
+    body: bytes, content_type: str, media: MediaStore, max_files: int = 64
 ) -> tuple[ChatRequest, tuple[Attachment, ...]]:
-    """A chat turn from a multipart form."""
+    """A chat turn from a multipart form with at most ``max_files`` files."""
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
         raise InvalidRequest("The multipart body has no boundary.", code="invalid_form")
-    collector = _Collector(media.max_bytes)
-    parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+    collector = _Collector(media.max_bytes, max_files + _FIELD_PARTS)
     try:
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:
         raise InvalidRequest(f"The multipart body is malformed: {exc}.", code="invalid_form") from None
     fields: dict[str, str] = {}
     files: list[Attachment] = []
@@ -90,6 +102,10 @@ def parse_form(
         if name == "files" or filename is not None:
             declared_raw = part.headers.get("content-type", b"application/octet-stream")
             declared = declared_raw.decode("latin-1").split(";")[0].strip().lower()
+            if len(files) == max_files:
+                raise InvalidRequest(
+                    f"At most {max_files} files are accepted.", param="files", code="too_many_files"
+                )
             files.append(media.file(bytes(part.data), declared, f"files[{len(files)}]"))
         else:
             fields[name] = part.data.decode("utf-8", "replace")

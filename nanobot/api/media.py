@@ -7,14 +7,15 @@ stay. Names are generated; a client's filename is never used as a path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,24 +116,33 @@ class MediaStore:
             )
         return Attachment(data, FILE_TYPES[declared])
 
-    @contextmanager
-    def saved(self, attachments: tuple[Attachment, ...]) -> Iterator[list[str]]:
-        """Write the attachments for one turn; remove them afterwards unless ``keep`` is set."""
+    @asynccontextmanager
+    async def saved(self, attachments: tuple[Attachment, ...]) -> AsyncIterator[list[str]]:
+        """Write the attachments for one turn; remove them afterwards unless ``keep`` is set.
+
+        The files are written and removed in a worker thread: file I/O never holds the loop.
+        """
         if not attachments:
             yield []
             return
         folder = self.directory / uuid.uuid4().hex
-        folder.mkdir(parents=True, mode=0o700)
+        writing = asyncio.ensure_future(asyncio.to_thread(_write_all, folder, attachments))
         try:
-            paths = []
-            for index, item in enumerate(attachments):
-                path = folder / f"{index}{item.suffix}"
-                path.write_bytes(item.data)
-                paths.append(str(path))
-            yield paths
+            yield await asyncio.shield(writing)
         finally:
+            await asyncio.wait((writing,))  # a cancelled turn still waits for its files, to remove them
             if not self.keep:
-                shutil.rmtree(folder, ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
 
     def _too_large(self, param: str) -> PayloadTooLarge:
         return PayloadTooLarge(f"A media item exceeds the {self.max_bytes} byte limit.", param=param)
+
+
+def _write_all(folder: Path, attachments: tuple[Attachment, ...]) -> list[str]:
+    folder.mkdir(parents=True, mode=0o700)
+    paths = []
+    for index, item in enumerate(attachments):
+        path = folder / f"{index}{item.suffix}"
+        path.write_bytes(item.data)
+        paths.append(str(path))
+    return paths

@@ -9,11 +9,16 @@ from nanobot.api.request import ROLES
 _ERROR_STATUSES = {
     "400": "Invalid request: the error's `param` names the field.",
     "401": "Missing or wrong API key.",
+    "403": "A browser origin that may not call this server.",
     "404": "Unknown model.",
+    "408": "The request body did not arrive in time.",
     "413": "Request body or a media item too large.",
+    "415": "The body is neither JSON nor a multipart form.",
+    "421": "A Host this server does not answer for (no API key, loopback).",
     "429": "The session's queue is full, or the upstream is rate limiting.",
     "500": "The agent failed (carries `x-should-retry: false`).",
     "502": "The agent's upstream failed.",
+    "503": "The server is shutting down (carries `Retry-After`).",
     "504": "The agent did not answer within the request timeout.",
 }
 

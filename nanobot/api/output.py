@@ -86,13 +86,14 @@ class Output:
 
     async def send(self, data: bytes) -> None:
         """Write ``data`` now, or gather it if output already went out in this loop tick."""
-        if self.broken:
-            raise ClientGone("the client is gone")
+        if self.broken or self.closed:
+            raise ClientGone("the client is gone" if self.broken else "the stream has ended")
         if self._parts or self._ticking or self.writing_since is not None:
             self._parts.append(data)
             self._size += len(data)
             if self._size >= self._limit:
                 await self._flush()
+                await asyncio.sleep(0)  # a write that never waits must not hold the loop
             return
         self._ticking = True
         self._loop.call_soon(self._tick_end)
@@ -136,6 +137,8 @@ class Output:
             if not isinstance(exc, OSError):
                 logger.exception("writing to the client failed")
             self.error = exc
+            if asyncio.current_task() is not self._task:
+                self._cancel_task()  # the request's task is waiting on the writer: wake it
             raise ClientGone("the client is gone") from exc
         finally:
             self.writing_since = None
@@ -168,7 +171,7 @@ class Output:
             while self._parts and self.writing_since is None:
                 await self._out(self._take())
         except ClientGone:
-            self._cancel_task()  # stop the turn: nobody is listening
+            pass  # ``_out`` has cancelled the request's task: nobody is listening
 
     def _cancel_task(self) -> None:
         if self._task is not None and not self._task.done():

@@ -14,6 +14,8 @@ from nanobot.api.errors import InvalidRequest, PayloadTooLarge
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 SESSION_HEADERS = ("x-session-id", "x-openwebui-chat-id")
+#: The session key agents get when the client named none (the seed contract's ``api:default``).
+DEFAULT_SESSION = "api:default"
 
 #: Fields we cannot honour: refused with 400 unless they hold their harmless value.
 _REFUSED: dict[str, tuple[object, ...]] = {
@@ -66,7 +68,15 @@ async def read_body(chunks: AsyncIterable[bytes], *, limit: int, declared: int |
     return b"".join(parts)
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much one request may ask for: its messages and its images."""
+
+    max_messages: int = 2048
+    max_images: int = 64
+
+
+def parse_chat_request(body: bytes, limits: Limits = Limits()) -> ChatRequest:
     """Validate a Chat Completions request body."""
     try:
         data = orjson.loads(body)
@@ -76,7 +86,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     _refuse_unsupported(data)
     return ChatRequest(
-        messages=_parse_messages(data.get("messages")),
+        messages=_parse_messages(data.get("messages"), limits),
         model=_optional(data, "model", str),
         stream=bool(_optional(data, "stream", bool)),
         include_usage=_include_usage(data.get("stream_options")),
@@ -84,15 +94,20 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     )
 
 
-def resolve_session(request: ChatRequest, headers: Mapping[str, str]) -> str:
-    """The session key: the body's ``session_id``, else a session header, else ``default``."""
+def named_session(request: ChatRequest, headers: Mapping[str, str]) -> str | None:
+    """The session the client named: the body's ``session_id``, else a session header."""
     if request.session_id is not None:
         return f"api:{request.session_id}"
     for name in SESSION_HEADERS:
         value = headers.get(name)
         if value:
             return f"api:{check_session_id(value, name)}"
-    return "api:default"
+    return None
+
+
+def resolve_session(request: ChatRequest, headers: Mapping[str, str]) -> str:
+    """The session key an agent gets: the named one, else :data:`DEFAULT_SESSION`."""
+    return named_session(request, headers) or DEFAULT_SESSION
 
 
 def check_session_id(value: str | None, param: str) -> str | None:
@@ -145,10 +160,23 @@ def _refuse_unsupported(data: Mapping[str, Any]) -> None:
         )
 
 
-def _parse_messages(raw: object) -> tuple[Message, ...]:
+def _parse_messages(raw: object, limits: Limits) -> tuple[Message, ...]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    if len(raw) > limits.max_messages:
+        raise InvalidRequest(
+            f"'messages' has {len(raw)} items; at most {limits.max_messages} are accepted.",
+            param="messages",
+            code="too_many_messages",
+        )
     messages = tuple(_parse_message(item, f"messages[{i}]") for i, item in enumerate(raw))
+    images = len(messages[-1].images)
+    if images > limits.max_images:
+        raise InvalidRequest(
+            f"The new message has {images} images; at most {limits.max_images} are accepted.",
+            param=f"messages[{len(raw) - 1}].content",
+            code="too_many_images",
+        )
     last = messages[-1]
     if last.role != "user":
         raise InvalidRequest(

@@ -81,8 +81,12 @@ async def _stream(request: web.Request, reply: StreamReply) -> web.StreamRespons
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
     reply = await request.app[SERVICE].chat(
-        request.headers, request.content.iter_any(), request.content_length
+        request.headers,
+        request.content.iter_any(),
+        request.content_length,
+        local_address=sockname[0] if sockname else None,
     )
     if isinstance(reply, StreamReply):
         return await _stream(request, reply)

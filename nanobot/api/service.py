@@ -5,6 +5,7 @@ Adapters route a request to one of these methods and write the reply it returns 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import inspect
@@ -14,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -24,21 +26,34 @@ from nanobot.api.completion import completion_body
 from nanobot.api.cors import CORSPolicy
 from nanobot.api.driver import Invoke, OnStream, OnStreamEnd, run_turn, stream_turn
 from nanobot.api.errors import (
+    AgentFailed,
     APIError,
     AuthenticationFailed,
     Forbidden,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
+    RequestTimeout,
+    ShuttingDown,
+    UnsupportedMediaType,
 )
 from nanobot.api.form import parse_form
+from nanobot.api.guard import BrowserGuard
 from nanobot.api.media import Attachment, MediaStore
 from nanobot.api.openapi import openapi_document
 from nanobot.api.replies import JSONReply, StreamReply
-from nanobot.api.request import ChatRequest, parse_chat_request, read_body, resolve_session
+from nanobot.api.request import (
+    DEFAULT_SESSION,
+    ChatRequest,
+    Limits,
+    named_session,
+    parse_chat_request,
+    read_body,
+)
 from nanobot.api.sessions import SessionLocks
 from nanobot.api.sse import ChunkFormat
 from nanobot.api.stream import ChatStream
+from nanobot.api.turns import AgentCancelled, Turns
 
 logger = logging.getLogger("nanobot.api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -48,7 +63,10 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 #: Keyword arguments handed to agents whose ``process_direct`` accepts them.
-CONTEXT_KWARGS = ("messages", "request_id")
+CONTEXT_KWARGS = ("messages", "request_id", "stateless")
+#: Bodies larger than this are parsed in a worker thread, so a huge request never holds the loop.
+PARSE_INLINE_LIMIT = 256 * 1024
+JSON_TYPES = ("application/json",)
 
 
 class ServiceOptions(TypedDict, total=False):
@@ -64,6 +82,10 @@ class ServiceOptions(TypedDict, total=False):
     keep_media: bool
     cors_origins: Sequence[str]
     write_timeout: float
+    body_timeout: float
+    max_messages: int
+    max_attachments: int
+    allowed_hosts: Sequence[str]
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -73,6 +95,33 @@ _ID_COUNTER = itertools.count()
 def _new_id() -> str:
     """A process-unique id: a random per-process prefix and a counter (no syscall per id)."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+_NO_HOLD: AbstractAsyncContextManager[None] = nullcontext()
+
+
+def _is_form(content_type: str) -> bool:
+    """Whether the body is a multipart form (else JSON); any other type is refused with 415."""
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        return True
+    if kind in JSON_TYPES or (kind.startswith("application/") and kind.endswith("+json")):
+        return False
+    raise UnsupportedMediaType(
+        f"Send the request as 'Content-Type: application/json' (or multipart/form-data), "
+        f"not {content_type or 'no Content-Type'!r}.",
+        param="content-type",
+    )
+
+
+def _key_matches(token: str, key: bytes) -> bool:
+    """Constant-time compare, whichever way the stack decoded the header (UTF-8 or latin-1)."""
+    as_utf8 = hmac.compare_digest(token.encode("utf-8", "surrogateescape"), key)
+    try:
+        as_latin1 = hmac.compare_digest(token.encode("latin-1"), key)
+    except UnicodeEncodeError:
+        as_latin1 = False
+    return as_utf8 | as_latin1
 
 
 def _accepted_context(agent: Agent) -> frozenset[str]:
@@ -105,6 +154,10 @@ class ChatService:
         keep_media: bool = False,
         cors_origins: Sequence[str] = (),
         write_timeout: float = 30.0,
+        body_timeout: float = 60.0,
+        max_messages: int = 2048,
+        max_attachments: int = 64,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -118,7 +171,11 @@ class ChatService:
         self._context = _accepted_context(agent)
         self.media = MediaStore(media_dir, max_bytes=max_media_bytes, keep=keep_media)
         self.cors = CORSPolicy(cors_origins)
+        self.guard = BrowserGuard(enabled=self._api_key is None, cors=self.cors, allowed_hosts=allowed_hosts)
         self.write_timeout = write_timeout if write_timeout > 0 else None
+        self.body_timeout = body_timeout if body_timeout > 0 else None
+        self.limits = Limits(max_messages=max_messages, max_images=max_attachments)
+        self.turns = Turns()
         self._openapi = orjson.dumps(openapi_document(model_name))
 
     # -- routes -------------------------------------------------------------------------------
@@ -142,21 +199,38 @@ class ChatService:
         return self._guarded(headers, card)
 
     async def chat(
-        self, headers: Mapping[str, str], body: AsyncIterable[bytes], content_length: int | None
+        self,
+        headers: Mapping[str, str],
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+        *,
+        local_address: str | None = None,
     ) -> JSONReply | StreamReply:
-        """``POST /v1/chat/completions``: validate, then stream or complete the turn."""
+        """``POST /v1/chat/completions``: validate, then stream or complete the turn.
+
+        ``local_address`` is the address the connection came in on (for the rebinding guard).
+        """
         base = self.reply_headers(headers)
         try:
             self.authorize(headers)
-            raw = await read_body(body, limit=self.max_body_bytes, declared=content_length)
-            request, attachments = self._parse(raw, headers.get("content-type", ""))
+            self.guard.check(headers, local_address)
+            if self.turns.draining:
+                raise ShuttingDown("The server is shutting down; try again shortly.")
+            form = _is_form(headers.get("content-type", ""))
+            raw = await self._read(body, content_length)
+            if len(raw) > PARSE_INLINE_LIMIT:
+                request, attachments = await asyncio.to_thread(self._parse, raw, headers, form)
+            else:
+                request, attachments = self._parse(raw, headers, form)
             self._check_model(request.model)
-            session = resolve_session(request, headers)
-            self.sessions.check(session)
-            invoke = self._invoker(request, attachments, session, base["x-request-id"])
+            named = named_session(request, headers)
+            if named is not None:
+                self.sessions.check(named)
+            invoke = self._invoker(request, attachments, named, base["x-request-id"])
+            hold = self.sessions.hold(named) if named is not None else _NO_HOLD
             if request.stream:
-                return self._stream(request, session, invoke, base)
-            return await self._complete(session, invoke, base)
+                return self._stream(request, hold, invoke, base)
+            return await self._complete(hold, invoke, base)
         except APIError as exc:
             return self.error(exc, base)
         except Exception:  # a bug of ours: still an OpenAI error, never a bare traceback page
@@ -180,6 +254,10 @@ class ChatService:
         error = MethodNotAllowed(f"Method {method} is not allowed for {path}.")
         return self.error(error, self.reply_headers(headers))
 
+    async def drain(self, timeout: float) -> None:
+        """Shut down gently: refuse new turns (503), give open ones ``timeout`` s, stop the rest."""
+        await self.turns.drain(timeout)
+
     async def aclose(self) -> None:
         """Shut the agent down, if it knows how."""
         closer = getattr(self.agent, "aclose", None)
@@ -199,7 +277,7 @@ class ChatService:
         if self._api_key is None:
             return
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._api_key):
+        if scheme.lower() != "bearer" or not _key_matches(token.strip(), self._api_key):
             raise AuthenticationFailed("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
 
     def error(self, exc: APIError, base: dict[str, str]) -> JSONReply:
@@ -226,27 +304,48 @@ class ChatService:
                 param="model",
             )
 
-    def _parse(self, raw: bytes, content_type: str) -> tuple[ChatRequest, tuple[Attachment, ...]]:
+    async def _read(self, body: AsyncIterable[bytes], content_length: int | None) -> bytes:
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await read_body(body, limit=self.max_body_bytes, declared=content_length)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The request body did not arrive within {self.body_timeout:g} s.", code="body_timeout"
+            ) from None
+
+    def _parse(
+        self, raw: bytes, headers: Mapping[str, str], form: bool
+    ) -> tuple[ChatRequest, tuple[Attachment, ...]]:
         """A JSON body, or a multipart form; inline images of the new message are checked here."""
-        if content_type.lower().startswith("multipart/form-data"):
-            return parse_form(raw, content_type, self.media)
-        request = parse_chat_request(raw)
+        if form:
+            return parse_form(raw, headers["content-type"], self.media, self.limits.max_images)
+        request = parse_chat_request(raw, self.limits)
         where = f"messages[{len(request.messages) - 1}].content"
         images = tuple(self.media.from_data_url(url, where) for url in request.prompt.images)
         return request, images
 
     def _invoker(
-        self, request: ChatRequest, attachments: tuple[Attachment, ...], session: str, request_id: str
+        self,
+        request: ChatRequest,
+        attachments: tuple[Attachment, ...],
+        named: str | None,
+        request_id: str,
     ) -> Invoke:
+        """The agent call. A client that named no session gets ``api:default`` as the key (what
+        nanobot agents expect) and, for agents that take it, ``stateless=True``: the turn is
+        built only from what the client sent, and nothing is kept."""
         prompt = request.prompt
+        session = named or DEFAULT_SESSION
         context: dict[str, Any] = {}
         if "messages" in self._context:
             context["messages"] = [m.to_dict() for m in request.messages]
         if "request_id" in self._context:
             context["request_id"] = request_id
+        if "stateless" in self._context:
+            context["stateless"] = named is None
 
         async def invoke(on_stream: OnStream | None, on_stream_end: OnStreamEnd | None) -> Any:
-            with self.media.saved(attachments) as paths:
+            async with self.media.saved(attachments) as paths:
                 return await self.agent.process_direct(
                     content=prompt.content,
                     session_key=session,
@@ -261,7 +360,11 @@ class ChatService:
         return invoke
 
     def _stream(
-        self, request: ChatRequest, session: str, invoke: Invoke, base: dict[str, str]
+        self,
+        request: ChatRequest,
+        hold: AbstractAsyncContextManager[None],
+        invoke: Invoke,
+        base: dict[str, str],
     ) -> StreamReply:
         chunk_format = ChunkFormat(
             f"chatcmpl-{self._new_id()}",
@@ -273,13 +376,19 @@ class ChatService:
             stream_turn,
             invoke,
             ChatStream(chunk_format, include_usage=request.include_usage),
-            hold=self.sessions.hold(session),
+            hold=hold,
             timeout=self.request_timeout,
+            turns=self.turns,
         )
         return StreamReply({**STREAM_HEADERS, **base}, run, self.ping_interval, self.write_timeout)
 
-    async def _complete(self, session: str, invoke: Invoke, base: dict[str, str]) -> JSONReply:
-        reply = await run_turn(invoke, hold=self.sessions.hold(session), timeout=self.request_timeout)
+    async def _complete(
+        self, hold: AbstractAsyncContextManager[None], invoke: Invoke, base: dict[str, str]
+    ) -> JSONReply:
+        try:
+            reply = await run_turn(invoke, hold=hold, timeout=self.request_timeout, turns=self.turns)
+        except AgentCancelled:
+            raise AgentFailed("The agent's turn was cancelled.") from None
         body = completion_body(
             reply,
             completion_id=f"chatcmpl-{self._new_id()}",

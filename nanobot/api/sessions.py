@@ -33,7 +33,10 @@ class SessionLocks:
         """Refuse a new turn on a session whose queue is already full."""
         slot = self._slots.get(key)
         if slot is not None and slot.users > self._max_waiting:
-            raise Overloaded(f"Session '{key}' already has {slot.users} requests in flight; try again later.")
+            raise Overloaded(
+                f"Session '{key}' already has {slot.users} requests in flight; try again later.",
+                headers={"Retry-After": "1"},
+            )
 
     def hold(self, key: str) -> Hold:
         """Wait for the session's turn, then hold it for the body of the ``async with``."""

@@ -28,8 +28,12 @@ def assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
 
 
-async def say(client: httpx.AsyncClient, *messages: dict[str, str], **extra: Any) -> str:
-    response = await client.post("/v1/chat/completions", json={"messages": list(messages), **extra})
+async def say(
+    client: httpx.AsyncClient, *messages: dict[str, str], session_id: str = "s", **extra: Any
+) -> str:
+    """One turn on ``session_id`` (a client that names no session keeps no history)."""
+    payload = {"messages": list(messages), "session_id": session_id, **extra}
+    response = await client.post("/v1/chat/completions", json=payload)
     assert response.status_code == 200, response.text
     content: str = response.json()["choices"][0]["message"]["content"]
     return content

@@ -195,7 +195,8 @@ async def test_failed_turns_leave_history_unchanged(relay: Relay, upstream: Fake
     upstream.will(answer("A1"), refuse(500), raw(TOKEN, then="drop"), answer("A2"))
     client = await relay()
     for text, status in (("one", 200), ("lost", 502), ("broken", 502), ("two", 200)):
-        response = await client.post(CHAT, json={"messages": [{"role": "user", "content": text}]})
+        turn = {"messages": [{"role": "user", "content": text}], "session_id": "s"}
+        response = await client.post(CHAT, json=turn)
         assert response.status_code == status
     assert upstream.last.messages == [
         {"role": "user", "content": "one"},

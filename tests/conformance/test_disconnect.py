@@ -72,7 +72,7 @@ async def test_a_client_that_stops_reading_is_dropped(serve: Serve) -> None:
     await asyncio.get_running_loop().sock_connect(sock, (host, port))
     body = b'{"stream": true, "messages": [{"role": "user", "content": "go"}]}'
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     try:

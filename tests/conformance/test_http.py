@@ -16,6 +16,7 @@ pytestmark = pytest.mark.asyncio
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 KEY = "sk-test-123"
+JSON = {"Content-Type": "application/json"}
 
 
 def assert_error(response: httpx.Response, status: int, **fields: Any) -> dict[str, Any]:
@@ -219,7 +220,7 @@ async def test_oversize_bodies_are_413(serve: Serve) -> None:
         for _ in range(10):
             yield b" " * 500
 
-    assert_error(await client.post("/v1/chat/completions", content=chunked()), 413)
+    assert_error(await client.post("/v1/chat/completions", content=chunked(), headers=JSON), 413)
     assert (await client.post("/v1/chat/completions", json=HI)).status_code == 200
 
 
@@ -272,7 +273,7 @@ async def test_agent_gets_messages_only_when_it_accepts_them(serve: Serve) -> No
 
 async def test_server_survives_many_bad_requests_in_parallel(serve: Serve) -> None:
     client = await serve(ScriptedAgent(["x"]))
-    bad = [client.post("/v1/chat/completions", content=raw) for raw, _ in BAD_BODIES]
+    bad = [client.post("/v1/chat/completions", content=raw, headers=JSON) for raw, _ in BAD_BODIES]
     statuses = {r.status_code for r in await asyncio.gather(*bad)}
     assert statuses == {400}
     assert (await client.post("/v1/chat/completions", json=HI)).status_code == 200

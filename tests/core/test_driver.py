@@ -18,6 +18,9 @@ async def _one(*parts: bytes) -> Any:
         yield part
 
 
+JSON = {"content-type": "application/json"}
+
+
 def _request(content: str = "hi", stream: bool = True, session: str = "s") -> bytes:
     return b'{"stream":%s,"session_id":"%s","messages":[{"role":"user","content":"%s"}]}' % (
         b"true" if stream else b"false",
@@ -38,7 +41,7 @@ def test_core_imports_no_http_framework() -> None:
 def test_service_streams_without_a_server() -> None:
     async def main() -> bytes:
         service = ChatService(ScriptedAgent(["a", "b"]))
-        reply = await service.chat({}, _one(_request()), None)
+        reply = await service.chat(JSON, _one(_request()), None)
         assert isinstance(reply, StreamReply)
         written: list[bytes] = []
 
@@ -57,8 +60,8 @@ def test_cancelling_a_queued_stream_never_runs_its_turn() -> None:
     async def main() -> list[str]:
         agent = GateAgent(before=["x"])
         service = ChatService(agent)
-        first = await service.chat({}, _one(_request("one")), None)
-        second = await service.chat({}, _one(_request("two")), None)
+        first = await service.chat(JSON, _one(_request("one")), None)
+        second = await service.chat(JSON, _one(_request("two")), None)
         assert isinstance(first, StreamReply) and isinstance(second, StreamReply)
         written: list[bytes] = []
 
@@ -85,7 +88,7 @@ def test_cancelling_a_queued_stream_never_runs_its_turn() -> None:
 def test_non_streaming_reply() -> None:
     async def main() -> JSONReply | StreamReply:
         return await ChatService(ScriptedAgent(["a"], result="done")).chat(
-            {}, _one(_request(stream=False)), None
+            JSON, _one(_request(stream=False)), None
         )
 
     reply = asyncio.run(main())
@@ -97,7 +100,7 @@ def test_non_streaming_reply() -> None:
 def test_an_agent_raising_cancelled_error_of_its_own_ends_the_stream_with_an_error() -> None:
     async def main() -> tuple[bool, bytes]:
         service = ChatService(ScriptedAgent(["a"], error=asyncio.CancelledError()))
-        reply = await service.chat({}, _one(_request()), None)
+        reply = await service.chat(JSON, _one(_request()), None)
         assert isinstance(reply, StreamReply)
         written: list[bytes] = []
 

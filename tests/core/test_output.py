@@ -78,9 +78,9 @@ def test_the_producer_writes_itself_once_the_gathered_bytes_reach_the_limit() ->
         output = Output(socket.write, limit=3)
         for token in (b"a", b"b", b"c", b"d", b"e"):
             await output.send(token)
-        assert socket.writes == [b"a", b"bcd"]
+        assert socket.writes == [b"a", b"bcd", b"e"]  # the producer yielded after the limit: a new tick
         await output.close(b"!")
-        assert socket.writes == [b"a", b"bcd", b"e!"]
+        assert socket.writes == [b"a", b"bcd", b"e", b"!"]
         await output.aclose()
 
     run(main)

@@ -1,0 +1,64 @@
+"""Browser safety for a server with no API key: no cross-site calls, no DNS rebinding.
+
+A web page can send a request to ``http://127.0.0.1:8900`` from any site, and a rebinding page
+can even read the answer. Without a key, a chat request is therefore refused when it carries an
+``Origin`` that CORS does not allow (browsers send one with every cross-site or rebound POST),
+and, on a loopback connection, when its ``Host`` names anything but this machine or an
+explicitly allowed host (a reverse proxy that keeps the client's ``Host`` must list it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from nanobot.api.cors import CORSPolicy
+from nanobot.api.errors import Forbidden, MisdirectedRequest
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, ``*.localhost`` or a loopback address (IPv4, IPv6, with or without ``[]``)."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(host: str) -> str:
+    """The name in a ``Host`` header, without its port."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class BrowserGuard:
+    """Checks ``Origin`` and ``Host`` of chat requests to a server that has no API key."""
+
+    def __init__(self, *, enabled: bool, cors: CORSPolicy, allowed_hosts: Iterable[str] = ()) -> None:
+        self.enabled = enabled
+        self._cors = cors
+        self._hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
+
+    def check(self, headers: Mapping[str, str], local_address: str | None) -> None:
+        if not self.enabled:
+            return
+        origin = headers.get("origin")
+        if origin is not None and not self._cors.allows(origin):
+            raise Forbidden(
+                f"Requests from the web page at {origin!r} are refused: this server has no API key "
+                "(set one, or allow the origin with --cors-origin).",
+                code="origin_not_allowed",
+            )
+        host = headers.get("host")
+        if host and local_address and is_loopback(local_address) and not self._allows_host(host):
+            raise MisdirectedRequest(
+                f"This server answers on loopback and does not serve the host {host!r} "
+                "(set an API key, or allow the host with --allowed-host).",
+            )
+
+    def _allows_host(self, host: str) -> bool:
+        name = host_name(host).lower().rstrip(".")
+        return "*" in self._hosts or name in self._hosts or is_loopback(name)
