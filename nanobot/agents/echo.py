@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,16 @@ def split_words(text: str) -> list[str]:
     return tokens
 
 
+def _tokens(text: str) -> Iterator[str]:
+    """:func:`split_words`, one token at a time."""
+    end = 0
+    for match in _WORDS.finditer(text):
+        end = match.end()
+        yield match.group()
+    if end < len(text):
+        yield text[end:]
+
+
 class EchoAgent:
     """Echoes the new user message word by word, waiting ``delay`` seconds before each word."""
 
@@ -46,12 +56,15 @@ class EchoAgent:
         on_stream_end: Callable[..., Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> EchoReply:
-        tokens = split_words(content)
-        if on_stream is not None:
-            for token in tokens:
+        if on_stream is None:
+            count = len(split_words(content))
+        else:
+            count = 0
+            for token in _tokens(content):  # lazily: a huge message never holds the loop at once
                 if self.delay > 0:
                     await asyncio.sleep(self.delay)
                 await on_stream(token)
+                count += 1
         if on_stream_end is not None:
             await on_stream_end()
-        return EchoReply(content, Usage(prompt_tokens=len(tokens), completion_tokens=len(tokens)))
+        return EchoReply(content, Usage(prompt_tokens=count, completion_tokens=count))

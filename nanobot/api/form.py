@@ -84,7 +84,10 @@ def parse_form(
     body: bytes, content_type: str, media: MediaStore, max_files: int = 64
 ) -> tuple[ChatRequest, tuple[Attachment, ...]]:
     """A chat turn from a multipart form with at most ``max_files`` files."""
-    _, options = parse_options_header(content_type)
+    try:
+        _, options = parse_options_header(content_type.encode("latin-1"))
+    except UnicodeEncodeError:
+        raise InvalidRequest("The multipart Content-Type is not latin-1 text.", code="invalid_form") from None
     boundary = options.get(b"boundary")
     if not boundary:
         raise InvalidRequest("The multipart body has no boundary.", code="invalid_form")

@@ -8,13 +8,17 @@ for ``http.disconnect`` instead.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Unpack
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from nanobot.agents import Agent
+from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
 from nanobot.api.sse import DONE, ChunkFormat
@@ -48,6 +52,7 @@ def create_app(
         client_max_size=service.max_body_bytes,
     )
     app[SERVICE] = service
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_FAULTS)  # once: filters are a set
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model_id:.+}", _model)
@@ -80,11 +85,20 @@ async def _stream(request: web.Request, reply: StreamReply) -> web.StreamRespons
     return response
 
 
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    """The body's chunks; one aiohttp cannot decode (``Content-Encoding``) is the client's fault."""
+    try:
+        async for chunk in request.content.iter_any():
+            yield chunk
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        raise InvalidRequest(f"The request body could not be read: {exc}.", code="invalid_body") from None
+
+
 async def _chat(request: web.Request) -> web.StreamResponse:
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     reply = await request.app[SERVICE].chat(
         request.headers,
-        request.content.iter_any(),
+        _body(request),
         request.content_length,
         local_address=sockname[0] if sockname else None,
     )
@@ -107,6 +121,23 @@ async def _health(request: web.Request) -> web.StreamResponse:
 
 async def _openapi(request: web.Request) -> web.StreamResponse:
     return _respond(request.app[SERVICE].openapi(request.headers))
+
+
+class _ClientFaults(logging.Filter):
+    """aiohttp logs a client's malformed request (or its early hang-up) as an ERROR traceback:
+    turn each into one INFO line, so a fuzzer or a port scanner cannot flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError | RequestPayloadError | ConnectionError):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_CLIENT_FAULTS = _ClientFaults()
 
 
 @web.middleware
