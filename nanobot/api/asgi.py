@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nanobot.agents import Agent
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
+from nanobot.api.shutdown import drain_on_signals
 
 logger = logging.getLogger("nanobot.api")
 
@@ -62,8 +63,13 @@ def create_asgi_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await service.aclose()
+        undo = drain_on_signals(service)  # under uvicorn: drain before it waits for streams
+        try:
+            yield
+        finally:
+            undo()
+            await service.drain()  # nothing left to drain when a signal already did
+            await service.aclose()
 
     chat = ChatEndpoint(service)
     app = Starlette(
@@ -78,6 +84,7 @@ def create_asgi_app(
         lifespan=lifespan,
     )
     app.add_middleware(Shortcuts, service=service, chat=chat)
+    app.state.service = service
     return app
 
 

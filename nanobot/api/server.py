@@ -59,9 +59,13 @@ def create_app(
     app.router.add_get("/health", _health)
     app.router.add_get("/openapi.json", _openapi)
 
+    async def drain(app: web.Application) -> None:
+        await app[SERVICE].drain()  # the sites are closed; open turns get the drain time
+
     async def close_agent(app: web.Application) -> None:
         await app[SERVICE].aclose()
 
+    app.on_shutdown.append(drain)
     app.on_cleanup.append(close_agent)
     return app
 

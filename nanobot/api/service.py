@@ -86,6 +86,7 @@ class ServiceOptions(TypedDict, total=False):
     max_messages: int
     max_attachments: int
     allowed_hosts: Sequence[str]
+    drain_timeout: float
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -158,6 +159,7 @@ class ChatService:
         max_messages: int = 2048,
         max_attachments: int = 64,
         allowed_hosts: Sequence[str] = (),
+        drain_timeout: float = 30.0,
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -176,11 +178,17 @@ class ChatService:
         self.body_timeout = body_timeout if body_timeout > 0 else None
         self.limits = Limits(max_messages=max_messages, max_images=max_attachments)
         self.turns = Turns()
+        self.drain_timeout = drain_timeout
         self._openapi = orjson.dumps(openapi_document(model_name))
 
     # -- routes -------------------------------------------------------------------------------
 
     def health(self, headers: Mapping[str, str]) -> JSONReply:
+        """200 ``ok``; 503 ``draining`` once shutdown began, so a load balancer stops sending."""
+        if self.turns.draining:
+            return self._json(
+                503, {"status": "draining"}, {**self.reply_headers(headers), "Retry-After": "1"}
+            )
         return self._json(200, {"status": "ok"}, self.reply_headers(headers))
 
     def openapi(self, headers: Mapping[str, str]) -> JSONReply:
@@ -254,9 +262,14 @@ class ChatService:
         error = MethodNotAllowed(f"Method {method} is not allowed for {path}.")
         return self.error(error, self.reply_headers(headers))
 
-    async def drain(self, timeout: float) -> None:
-        """Shut down gently: refuse new turns (503), give open ones ``timeout`` s, stop the rest."""
-        await self.turns.drain(timeout)
+    async def drain(self, timeout: float | None = None) -> None:
+        """Shut down gently: refuse new turns (503), give open ones ``timeout`` s (default
+        ``drain_timeout``), then stop the rest: each ends with a shutdown error, never silently."""
+        await self.turns.drain(self.drain_timeout if timeout is None else timeout)
+
+    def stop_now(self) -> None:
+        """Stop every open turn now (each ends with a shutdown error) and refuse new ones."""
+        self.turns.stop_now()
 
     async def aclose(self) -> None:
         """Shut the agent down, if it knows how."""

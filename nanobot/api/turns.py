@@ -92,12 +92,16 @@ class Turns:
         """Refuse new turns, let open ones finish for ``timeout`` s, then stop the rest."""
         self.draining = True
         await self._settle(timeout)
-        self.stopping = True
-        for turn in list(self._open):
-            turn.stop()
+        self.stop_now()
         await self._settle(ABANDON_GRACE + 1.0)  # a stopped turn ends within the abandon grace
         for task in list(self._abandoned):
             task.cancel()
+
+    def stop_now(self) -> None:
+        """Refuse new turns and stop every open one at once (a second shutdown signal)."""
+        self.draining = self.stopping = True
+        for turn in list(self._open):
+            turn.stop()
 
     async def _settle(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for every open turn to end."""
