@@ -83,6 +83,7 @@ def create_asgi_app(
         exception_handlers={404: http_error, 405: http_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # '/health/' is a 404, as on aiohttp, not a redirect
     app.add_middleware(Shortcuts, service=service, chat=chat)
     app.state.service = service
     return app
@@ -104,6 +105,10 @@ class Shortcuts:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["http_version"] == "1.1" and not any(k == b"host" for k, _ in scope["headers"]):
+                reply = self._service.bad_request(Headers(scope=scope), "An HTTP/1.1 request needs a Host.")
+                await _respond(reply)(scope, receive, send)
+                return  # RFC 9112 §3.2, as aiohttp and h11 answer; httptools lets it through
             if scope["method"] == "POST" and _route_path(scope) == "/v1/chat/completions":
                 await self._chat(scope, receive, send)
                 return

@@ -30,6 +30,7 @@ from nanobot.api.errors import (
     APIError,
     AuthenticationFailed,
     Forbidden,
+    InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
@@ -257,6 +258,9 @@ class ChatService:
 
     def not_found(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
         return self.error(NotFound(f"Invalid URL ({method} {path})."), self.reply_headers(headers))
+
+    def bad_request(self, headers: Mapping[str, str], message: str) -> JSONReply:
+        return self.error(InvalidRequest(message), self.reply_headers(headers))
 
     def method_not_allowed(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
         error = MethodNotAllowed(f"Method {method} is not allowed for {path}.")

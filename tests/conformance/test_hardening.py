@@ -260,3 +260,26 @@ async def test_a_non_ascii_api_key_works_the_same_on_both_stacks(serve: Serve) -
     assert await status(key.encode()) == b"200"
     assert await status(b"cl\xe9") == b"401"  # latin-1 bytes of another key
     assert await status(b"\xff\xfe") == b"401"  # not UTF-8 at all: 401, never 500
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/chat/completions/"), ("GET", "/health/"), ("GET", "/v1/models/"), ("GET", "//health")],
+)
+async def test_a_trailing_slash_is_a_404_on_both_stacks(serve: Serve, method: str, path: str) -> None:
+    client = await serve(ScriptedAgent(["ok"]))
+    reply = await client.request(method, path, json=body())
+    assert_error(reply, 404)
+
+
+@pytest.mark.parametrize(("version", "status"), [(b"1.1", b"400"), (b"1.0", b"200")])
+async def test_a_missing_host_is_judged_by_the_http_version(
+    serve: Serve, version: bytes, status: bytes
+) -> None:
+    client = await serve(ScriptedAgent(["ok"]))
+    reader, writer = await asyncio.open_connection(client.base_url.host, client.base_url.port)
+    writer.write(b"GET /health HTTP/%s\r\n\r\n" % version)
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 10)).split(b" ")[1] == status
+    finally:
+        writer.close()
