@@ -16,17 +16,31 @@ DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"
 
 
+#: Characters JSON allows raw but ``str.splitlines``-style readers take for line breaks.
+_LINE_BREAKS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
 def json_text(text: str) -> bytes:
-    """``text`` as a JSON string literal (lone surrogates are escaped, never dropped)."""
+    """``text`` as a JSON string literal (lone surrogates are escaped, never dropped; U+2028,
+    U+2029 and U+0085 are escaped, so no client's line splitter can cut an event)."""
     try:
-        return orjson.dumps(text)
+        out = orjson.dumps(text)
     except orjson.JSONEncodeError:
         return json.dumps(text).encode()
+    if text.isascii() or ("\u2028" not in text and "\u2029" not in text and "\x85" not in text):
+        return out  # isascii() is O(1) in CPython: most tokens stop there
+    return _escape_line_breaks(out)
+
+
+def _escape_line_breaks(out: bytes) -> bytes:
+    for raw, escaped in _LINE_BREAKS:
+        out = out.replace(raw, escaped)
+    return out
 
 
 def event(payload: dict[str, Any]) -> bytes:
     """One ``data:`` event carrying ``payload`` as compact JSON."""
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"data: " + _escape_line_breaks(orjson.dumps(payload)) + b"\n\n"
 
 
 class ChunkFormat:

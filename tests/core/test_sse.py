@@ -91,3 +91,11 @@ def test_model_and_id_are_escaped_too() -> None:
     out = ChunkFormat('c"1', 1, 'm\n"', include_usage=False).finish("stop")
     payload = json.loads(out.removeprefix(b"data: "))
     assert (payload["id"], payload["model"]) == ('c"1', 'm\n"')
+
+
+def test_line_separators_are_escaped_so_no_line_splitter_cuts_an_event() -> None:
+    text = "a\u2028b\u2029c\x85d \u2014 ok"
+    chunk = ChunkFormat("id", 1, "m", include_usage=False).delta(text)
+    assert chunk.count(b"\n") == 2 and chunk.endswith(b"\n\n")
+    assert chunk.decode().splitlines() == [chunk.decode()[:-2], ""]  # str.splitlines also splits on U+2028
+    assert json.loads(chunk[len(b"data: ") :])["choices"][0]["delta"]["content"] == text
