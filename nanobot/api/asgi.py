@@ -105,7 +105,7 @@ class Shortcuts:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if scope["http_version"] == "1.1" and not any(k == b"host" for k, _ in scope["headers"]):
+            if scope.get("http_version") == "1.1" and not any(k == b"host" for k, _ in scope["headers"]):
                 reply = self._service.bad_request(Headers(scope=scope), "An HTTP/1.1 request needs a Host.")
                 await _respond(reply)(scope, receive, send)
                 return  # RFC 9112 §3.2, as aiohttp and h11 answer; httptools lets it through
