@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from nanobot.api.limits import HeadLimits
+
 
 class ConfigError(ValueError):
     """A setting has a value it cannot take."""
@@ -29,6 +31,9 @@ class Settings:
     write_timeout: float = 30.0
     echo_delay: float = 0.0
     max_body_bytes: int = 16 * 1024 * 1024
+    max_header_size: int = 8192
+    max_headers: int = 100
+    header_timeout: float = 10.0
     upstream_url: str | None = None
     upstream_model: str | None = None
     upstream_api_key: str | None = None
@@ -60,6 +65,9 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_body_bytes <= 0:
             raise ConfigError("max_body_bytes must be positive")
+        for name in ("max_header_size", "max_headers", "header_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
         if self.max_media_bytes <= 0:
             raise ConfigError("max_media_bytes must be positive")
         if self.history_max_messages < 2:
@@ -81,6 +89,10 @@ class Settings:
             "cors_origins": self.cors_origin,
         }
 
+    def head_limits(self) -> HeadLimits:
+        """Request head limits, enforced by the HTTP stack before a request reaches the app."""
+        return HeadLimits(self.max_header_size, self.max_headers, self.header_timeout)
+
 
 STACKS = ("aiohttp", "asgi")
 HELP = {
@@ -95,6 +107,10 @@ HELP = {
     "write_timeout": "seconds a write may wait on a client that stopped reading (0: no limit)",
     "echo_delay": "seconds the echo agent waits before each word",
     "max_body_bytes": "largest request body accepted (413 above)",
+    "max_header_size": "largest request target (URL), header name or header value, in bytes (431 above)",
+    "max_headers": "most headers a request may have (431 above)",
+    "header_timeout": "seconds a connection has to send a complete request head, from when it opens "
+    "or its previous response ends; then it is closed",
     "upstream_url": "openai agent: base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1",
     "upstream_model": "openai agent: model name to ask the upstream for",
     "upstream_api_key": "openai agent: API key for the upstream",
@@ -128,6 +144,9 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "max_media_bytes": int,
     "port": int,
     "max_body_bytes": int,
+    "max_header_size": int,
+    "max_headers": int,
+    "header_timeout": float,
     "history_max_messages": int,
     "request_timeout": float,
     "ping_interval": float,

@@ -1,4 +1,7 @@
-"""Run the real servers on loopback for tests: aiohttp AppRunner + SockSite, or uvicorn."""
+"""Run the real servers on loopback for tests: aiohttp AppRunner + SockSite, or uvicorn.
+
+Both run with the request head limits ``nanobot serve`` uses (``limits``, defaults if None).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,11 @@ import uvicorn
 from aiohttp import web
 
 from nanobot.agents import Agent
+from nanobot.api.aiohttp_http import LimitedAppRunner
 from nanobot.api.asgi import create_asgi_app
+from nanobot.api.limits import HeadLimits
 from nanobot.api.server import create_app
+from nanobot.api.uvicorn_http import uvicorn_options
 
 STACKS = ("aiohttp", "asgi")
 
@@ -30,12 +36,15 @@ def listening_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def run_server(stack: str, agent: Agent, **options: Any) -> AsyncIterator[str]:
+async def run_server(
+    stack: str, agent: Agent, *, limits: HeadLimits | None = None, **options: Any
+) -> AsyncIterator[str]:
     """Serve ``agent`` on ``stack`` at a free loopback port; yield the base URL."""
     sock = listening_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    limits = limits or HeadLimits()
     if stack == "aiohttp":
-        runner = web.AppRunner(create_app(agent, **options), access_log=None)
+        runner = LimitedAppRunner(create_app(agent, **options), limits=limits, access_log=None)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         try:
@@ -49,6 +58,7 @@ async def run_server(stack: str, agent: Agent, **options: Any) -> AsyncIterator[
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=2,
+        **uvicorn_options(limits),
     )
     server = uvicorn.Server(config)
     # The socket already listens: connections queue in its backlog until uvicorn accepts them.
