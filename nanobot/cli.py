@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from types import FrameType
 
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
 from nanobot.config import ConfigError, Settings, parse_args
+from nanobot.fdlimit import calm_resource_errors, raise_open_file_limit
 
 logger = logging.getLogger("nanobot")
 
@@ -52,9 +55,11 @@ def banner(settings: Settings, sock: socket.socket) -> str:
 async def _serving_aiohttp(settings: Settings, agent: Agent, sock: socket.socket) -> AsyncIterator[None]:
     from aiohttp import web
 
+    from nanobot.api.aiohttp_http import LimitedAppRunner
     from nanobot.api.server import create_app
 
-    runner = web.AppRunner(create_app(agent, **settings.service_options()), access_log=None)
+    app = create_app(agent, **settings.service_options())
+    runner = LimitedAppRunner(app, limits=settings.head_limits(), access_log=None)
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
@@ -68,6 +73,7 @@ async def _serving_asgi(settings: Settings, agent: Agent, sock: socket.socket) -
     import uvicorn
 
     from nanobot.api.asgi import create_asgi_app
+    from nanobot.api.uvicorn_http import uvicorn_options
 
     class Server(uvicorn.Server):
         """uvicorn, told when it is up, leaving signals to us (it would re-raise them on exit)."""
@@ -83,7 +89,14 @@ async def _serving_asgi(settings: Settings, agent: Agent, sock: socket.socket) -
             self.ready.set()
 
     app = create_asgi_app(agent, **settings.service_options())
-    server = Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **uvicorn_options(settings.head_limits()),
+    )
+    server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     ready = asyncio.create_task(server.ready.wait())
     await asyncio.wait((task, ready), return_when=asyncio.FIRST_COMPLETED)
@@ -98,15 +111,40 @@ async def _serving_asgi(settings: Settings, agent: Agent, sock: socket.socket) -
         await task
 
 
-async def _serve(settings: Settings, agent: Agent, sock: socket.socket) -> None:
+def _force_exit(signum: int, frame: FrameType | None) -> None:
+    """A second SIGINT or SIGTERM: leave now, whatever is still shutting down."""
+    sys.stdout.flush()
+    name = signal.Signals(signum).name
+    print(f"nanobot: {name} again, exiting without waiting", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """The first SIGINT or SIGTERM sets ``stop``; the next one forces an exit.
+
+    The second is handled outside the event loop, so it works even while the loop is stuck.
+    """
+    loop = asyncio.get_running_loop()
+
+    def first(signum: int) -> None:
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, _force_exit)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first, sig)
+
+
+async def _serve(settings: Settings, agent: Agent, sock: socket.socket, fd_limit: tuple[int, int]) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly (the agent's ``aclose`` runs)."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _stop_on_signals(stop)
     serving = _serving_asgi if settings.stack == "asgi" else _serving_aiohttp
     async with serving(settings, agent, sock):
         print(banner(settings, sock), flush=True)
+        if fd_limit[1] != fd_limit[0]:
+            logger.info("open-file limit raised from %d to %d", *fd_limit)
         await stop.wait()
 
 
@@ -114,12 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request otherwise
+    calm_resource_errors()
+    fd_limit = raise_open_file_limit()
     try:
         agent = build_agent(settings)
         sock = bind(settings)
     except (AgentLoadError, ConfigError, OSError) as exc:
         print(f"nanobot: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(settings, agent, sock))
+    asyncio.run(_serve(settings, agent, sock, fd_limit))
     print("nanobot stopped", flush=True)
     return 0

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,6 +23,43 @@ from tests.support.sse import data_events, text_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"stream": True, "messages": [{"role": "user", "content": "hello there friend"}]}
+#: ``python -c LAUNCHER serve ...`` is ``nanobot serve ...`` with the open-file limit (soft and
+#: hard) set to ``NANOBOT_TEST_NOFILE`` first, when that is set.
+LAUNCHER = (
+    "import os, resource, sys\n"
+    "if 'NANOBOT_TEST_NOFILE' in os.environ:\n"
+    "    n = int(os.environ['NANOBOT_TEST_NOFILE'])\n"
+    "    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))\n"
+    "from nanobot.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@contextmanager
+def launched(*args: str, nofile: int | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``nanobot serve --port 0 ARGS`` (at most ``nofile`` fds); the process and its base URL."""
+    env = {**os.environ, **({"NANOBOT_TEST_NOFILE": str(nofile)} if nofile else {})}
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, "serve", "--port", "0", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        match = re.search(r"at (http://\S+)/v1", process.stdout.readline())
+        assert match, "no banner"
+        yield process, match.group(1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 @pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
@@ -108,6 +150,8 @@ def test_flags_win_over_environment_over_defaults() -> None:
     assert settings.cors_origin == ("http://a", "http://b")
     assert parse_args(["serve", "--cors-origin", "http://c"], env).cors_origin == ("http://c",)
     assert parse_args(["serve"], {}) == Settings()
+    limits = parse_args(["serve", "--max-headers", "20"], {"NANOBOT_HEADER_TIMEOUT": "2.5"}).head_limits()
+    assert (limits.max_header_size, limits.max_headers, limits.header_timeout) == (8192, 20, 2.5)
 
 
 @pytest.mark.parametrize(
@@ -117,6 +161,9 @@ def test_flags_win_over_environment_over_defaults() -> None:
         {"NANOBOT_STACK": "flask"},
         {"NANOBOT_PING_INTERVAL": "-1"},
         {"NANOBOT_KEEP_MEDIA": "perhaps"},
+        {"NANOBOT_HEADER_TIMEOUT": "0"},
+        {"NANOBOT_MAX_HEADERS": "-1"},
+        {"NANOBOT_MAX_HEADER_SIZE": "big"},
     ],
 )
 def test_bad_environment_is_refused(env: dict[str, str]) -> None:
@@ -129,3 +176,92 @@ def test_bound_socket_is_known_as_tcp_so_asyncio_disables_nagle() -> None:
 
     with bind(Settings(port=0)) as sock:
         assert sock.proto == socket.IPPROTO_TCP
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
+def test_a_second_signal_forces_a_prompt_exit(stack: str) -> None:
+    """The first SIGTERM waits for an open stream; the second exits at once, non-zero."""
+    slow = {"stream": True, "messages": [{"role": "user", "content": "one two three four five six"}]}
+    with launched("--stack", stack, "--echo-delay", "2") as (process, url):
+        streaming = threading.Event()
+
+        def client() -> None:
+            try:
+                with httpx.stream("POST", f"{url}/v1/chat/completions", json=slow, timeout=30) as response:
+                    streaming.set()
+                    for _ in response.iter_bytes():
+                        pass
+            except httpx.HTTPError:
+                pass  # the server went away mid-stream: expected
+
+        reader = threading.Thread(target=client, daemon=True)
+        reader.start()
+        assert streaming.wait(10)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None, "the first signal should wait for the open stream"
+        process.send_signal(signal.SIGINT)
+        started = time.perf_counter()
+        assert process.wait(timeout=5) == 128 + signal.SIGINT
+        assert time.perf_counter() - started < 1.0
+        reader.join(10)
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
+def test_out_of_file_descriptors_logs_little_and_recovers(stack: str) -> None:
+    """At a 64-fd limit, 100 idle sockets: a warning or two, no traceback; the deadline frees
+    the fds and real requests succeed again."""
+    with launched("--stack", stack, "--header-timeout", "1", nofile=64) as (process, url):
+        idle = [socket.create_connection(("127.0.0.1", port_of(url))) for _ in range(100)]
+        try:
+            for sock in idle:  # each is closed by the header deadline, once accepted
+                sock.settimeout(15)
+                assert sock.recv(1) == b""
+        finally:
+            for sock in idle:
+                sock.close()
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=10)[0]
+    assert "Traceback" not in output
+    warnings = [line for line in output.splitlines() if "cannot accept connections" in line]
+    assert 1 <= len(warnings) <= 3, output[-2000:]
+    assert len(output.splitlines()) < 10, output[-2000:]
+
+
+def test_uvicorn_cli_takes_the_limited_protocol_from_the_asgi_module() -> None:
+    """``uvicorn asgi.app:app --http asgi.app:HttpProtocol``: limits and deadline from NANOBOT_*."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "NANOBOT_MAX_HEADER_SIZE": "1024", "NANOBOT_HEADER_TIMEOUT": "0.5"}
+    command = ["asgi.app:app", "--port", str(port), "--http", "asgi.app:HttpProtocol"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", *command, "--log-level", "info"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for _ in range(50):
+            line = process.stderr.readline()
+            if "Uvicorn running" in line or not line:
+                break
+        assert "Uvicorn running" in line, line
+        url = f"http://127.0.0.1:{port}"
+        response = httpx.get(f"{url}/health", headers={"X-Big": "a" * 1025})
+        assert response.status_code == 431
+        assert response.json()["error"]["code"] == "request_header_fields_too_large"
+        assert httpx.get(f"{url}/health", headers={"X-Big": "a" * 1024}).status_code == 200
+        with socket.create_connection(("127.0.0.1", port)) as idle:
+            idle.settimeout(10)
+            started = time.perf_counter()
+            assert idle.recv(1) == b""
+            assert time.perf_counter() - started < 5
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
