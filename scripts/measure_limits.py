@@ -144,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0]
-    print(f"server log: {len(output.splitlines())} lines after the banner")
+    lines = [line for line in output.splitlines() if line and not line.startswith("try: curl")]
+    print(f"server output after the banner: {len(lines)} lines")
+    print("\n".join(f"  {line}" for line in lines[:10]))
     return 0
 
 
