@@ -56,7 +56,7 @@ async def _serving_aiohttp(settings: Settings, agent: Agent, sock: socket.socket
     from aiohttp import web
 
     from nanobot.api.aiohttp_http import LimitedAppRunner
-    from nanobot.api.server import create_app
+    from nanobot.api.server import SERVICE, create_app
 
     app = create_app(agent, **settings.service_options())
     runner = LimitedAppRunner(app, limits=settings.head_limits(), access_log=None)
@@ -65,6 +65,9 @@ async def _serving_aiohttp(settings: Settings, agent: Agent, sock: socket.socket
         await web.SockSite(runner, sock).start()
         yield
     finally:
+        # Drain while still listening, as on uvicorn: /health and new requests get a 503 then
+        # (aiohttp's own on_shutdown drain, for web.run_app, runs after it stops listening).
+        await app[SERVICE].drain()
         await runner.cleanup()
 
 
@@ -107,6 +110,7 @@ async def _serving_asgi(settings: Settings, agent: Agent, sock: socket.socket) -
             raise RuntimeError("uvicorn stopped during start-up")
         yield
     finally:
+        await app.state.service.drain()  # uvicorn would wait at most 5 s, then cut open streams
         server.should_exit = True
         await task
 

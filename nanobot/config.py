@@ -31,6 +31,11 @@ class Settings:
     write_timeout: float = 30.0
     echo_delay: float = 0.0
     max_body_bytes: int = 16 * 1024 * 1024
+    body_timeout: float = 60.0
+    max_messages: int = 2048
+    max_attachments: int = 64
+    drain_timeout: float = 30.0
+    allowed_host: tuple[str, ...] = ()
     max_header_size: int = 8192
     max_headers: int = 100
     header_timeout: float = 10.0
@@ -60,14 +65,16 @@ class Settings:
             raise ConfigError(f"stack must be one of {', '.join(STACKS)}, not {self.stack!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
-        for name in ("request_timeout", "ping_interval", "write_timeout", "echo_delay"):
+        for name in ("request_timeout", "ping_interval", "write_timeout", "echo_delay", "body_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_body_bytes <= 0:
             raise ConfigError("max_body_bytes must be positive")
-        for name in ("max_header_size", "max_headers", "header_timeout"):
+        for name in ("max_header_size", "max_headers", "header_timeout", "max_messages", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.max_attachments < 0:
+            raise ConfigError("max_attachments must not be negative")
         if self.max_media_bytes <= 0:
             raise ConfigError("max_media_bytes must be positive")
         if self.history_max_messages < 2:
@@ -87,6 +94,11 @@ class Settings:
             "max_media_bytes": self.max_media_bytes,
             "keep_media": self.keep_media,
             "cors_origins": self.cors_origin,
+            "body_timeout": self.body_timeout,
+            "max_messages": self.max_messages,
+            "max_attachments": self.max_attachments,
+            "drain_timeout": self.drain_timeout,
+            "allowed_hosts": self.allowed_host,
         }
 
     def head_limits(self) -> HeadLimits:
@@ -107,6 +119,12 @@ HELP = {
     "write_timeout": "seconds a write may wait on a client that stopped reading (0: no limit)",
     "echo_delay": "seconds the echo agent waits before each word",
     "max_body_bytes": "largest request body accepted (413 above)",
+    "body_timeout": "seconds a request body may take to arrive (408 after; 0: no limit)",
+    "max_messages": "most messages a request may hold (400 above)",
+    "max_attachments": "most images or files in the new message (400 above)",
+    "drain_timeout": "seconds open turns get to finish at shutdown before they end with an error event",
+    "allowed_host": "with no API key, also serve this Host on loopback (repeatable; '*' for any; "
+    "env: comma-separated)",
     "max_header_size": "largest request target (URL), header name or header value, in bytes (431 above)",
     "max_headers": "most headers a request may have (431 above)",
     "header_timeout": "seconds a connection has to send a complete request head, from when it opens "
@@ -141,6 +159,11 @@ def _origins(raw: str) -> tuple[str, ...]:
 KINDS: dict[str, Callable[[str], Any]] = {
     "keep_media": _flag,
     "cors_origin": _origins,
+    "allowed_host": _origins,
+    "body_timeout": float,
+    "max_messages": int,
+    "max_attachments": int,
+    "drain_timeout": float,
     "max_media_bytes": int,
     "port": int,
     "max_body_bytes": int,
@@ -154,6 +177,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "echo_delay": float,
 }
 SECRETS = frozenset({"api_key", "upstream_api_key"})
+REPEATABLE = ("cors_origin", "allowed_host")
 
 
 def env_name(field: str) -> str:
@@ -184,7 +208,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
         described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
         if field.name == "keep_media":
             serve.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=described)
-        elif field.name == "cors_origin":
+        elif field.name in REPEATABLE:
             serve.add_argument(flag, action="append", default=None, help=described)
         else:
             kind = KINDS.get(field.name, str)
@@ -192,7 +216,9 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
             serve.add_argument(flag, type=kind, default=default, choices=choices, help=described)
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in fields(Settings)}
-    values["cors_origin"] = tuple(args.cors_origin) if args.cors_origin else base.cors_origin
+    for name in REPEATABLE:
+        given = getattr(args, name)
+        values[name] = tuple(given) if given else getattr(base, name)
     try:
         return Settings(**values).checked()
     except ConfigError as exc:

@@ -40,12 +40,12 @@ async def run_turn(
 ) -> Reply:
     """Wait for the session, then call the agent; both within ``timeout``. Failures become
     :class:`APIError`; :class:`AgentCancelled` means the agent's task ended cancelled."""
-    with turns.track() as turn:
+    with turns.turn() as turn:
         try:
             async with asyncio.timeout(timeout) as deadline:
                 turn.deadline = deadline
                 async with hold:
-                    result = await turns.supervise(invoke(on_stream, on_stream_end))
+                    result = await turn.run(invoke(on_stream, on_stream_end))
         except (APIError, AgentCancelled):
             raise
         except TimeoutError as exc:

@@ -361,18 +361,26 @@ class ChatService:
         if "stateless" in self._context:
             context["stateless"] = named is None
 
+        async def call(
+            media: list[str] | None, on_stream: OnStream | None, on_end: OnStreamEnd | None
+        ) -> Any:
+            return await self.agent.process_direct(
+                content=prompt.content,
+                session_key=session,
+                channel="api",
+                chat_id=session.removeprefix("api:"),
+                media=media,
+                on_stream=on_stream,
+                on_stream_end=on_end,
+                **context,
+            )
+
+        if not attachments:
+            return functools.partial(call, None)
+
         async def invoke(on_stream: OnStream | None, on_stream_end: OnStreamEnd | None) -> Any:
             async with self.media.saved(attachments) as paths:
-                return await self.agent.process_direct(
-                    content=prompt.content,
-                    session_key=session,
-                    channel="api",
-                    chat_id=session.removeprefix("api:"),
-                    media=paths or None,
-                    on_stream=on_stream,
-                    on_stream_end=on_stream_end,
-                    **context,
-                )
+                return await call(paths, on_stream, on_stream_end)
 
         return invoke
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Coroutine
+from contextlib import suppress
 from typing import Any
 
 from nanobot.api.errors import ShuttingDown
@@ -30,18 +30,54 @@ class AgentCancelled(Exception):
 
 
 class Turn:
-    """One turn in flight; :meth:`stop` ends it through its deadline."""
+    """One turn in flight: ``with`` it to register it; :meth:`run` runs the agent's work;
+    :meth:`stop` ends it through its deadline. A plain slotted class: every open stream holds one."""
 
-    __slots__ = ("deadline", "stopped")
+    __slots__ = ("_turns", "_waiter", "deadline", "stopped")
 
-    def __init__(self) -> None:
+    def __init__(self, turns: Turns) -> None:
+        self._turns = turns
+        self._waiter: asyncio.Future[None] | None = None
         self.deadline: asyncio.Timeout | None = None
         self.stopped = False
+
+    def __enter__(self) -> Turn:
+        if self._turns.stopping:
+            raise ShuttingDown("The server is shutting down.")
+        self._turns._open.add(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._turns._closed(self)
 
     def stop(self) -> None:
         self.stopped = True
         if self.deadline is not None and not self.deadline.expired():
             self.deadline.reschedule(asyncio.get_running_loop().time())
+
+    async def run(self, work: Coroutine[Any, Any, object]) -> object:
+        """Run ``work`` (the agent call) in its own task and return what it returns."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(work)
+        self._waiter = loop.create_future()
+        task.add_done_callback(self._wake)
+        try:
+            await self._waiter
+        except asyncio.CancelledError:
+            task.cancel()
+            try:
+                await asyncio.wait((task,), timeout=ABANDON_GRACE)
+            finally:
+                if not task.done():
+                    self._turns._abandon(task)
+            raise
+        if task.cancelled():
+            raise AgentCancelled
+        return task.result()
+
+    def _wake(self, task: asyncio.Task[object]) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class Turns:
@@ -51,46 +87,33 @@ class Turns:
         self._open: set[Turn] = set()
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
+        self._drain: asyncio.Future[None] | None = None
         self.draining = False  #: shutdown began: new requests are refused
         self.stopping = False  #: the drain time is over: open turns are being stopped
 
     def __len__(self) -> int:
         return len(self._open)
 
-    @contextmanager
-    def track(self) -> Iterator[Turn]:
-        """Register a turn for its duration; refused once the drain time is over."""
-        if self.stopping:
-            raise ShuttingDown("The server is shutting down.")
-        turn = Turn()
-        self._open.add(turn)
-        try:
-            yield turn
-        finally:
-            self._open.discard(turn)
-            if not self._open and self._idle is not None:
-                self._idle.set()
+    def turn(self) -> Turn:
+        """A new turn; ``with`` it for its duration (refused once the drain time is over)."""
+        return Turn(self)
 
-    async def supervise(self, work: Coroutine[Any, Any, object]) -> object:
-        """Run ``work`` (the agent call) in its own task and return what it returns."""
-        task = asyncio.get_running_loop().create_task(work)
-        try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError:
-            task.cancel()
-            try:
-                await asyncio.wait((task,), timeout=ABANDON_GRACE)
-            finally:
-                if not task.done():
-                    self._abandon(task)
-            raise
-        if task.cancelled():
-            raise AgentCancelled
-        return task.result()
+    def _closed(self, turn: Turn) -> None:
+        self._open.discard(turn)
+        if not self._open and self._idle is not None:
+            self._idle.set()
 
     async def drain(self, timeout: float) -> None:
-        """Refuse new turns, let open ones finish for ``timeout`` s, then stop the rest."""
+        """Refuse new turns, let open ones finish for ``timeout`` s, then stop the rest.
+
+        Idempotent: a second call (a signal handler and a server's shutdown hook may both ask)
+        waits for the same drain."""
         self.draining = True
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drain_once(timeout))
+        await asyncio.shield(self._drain)
+
+    async def _drain_once(self, timeout: float) -> None:
         await self._settle(timeout)
         self.stop_now()
         await self._settle(ABANDON_GRACE + 1.0)  # a stopped turn ends within the abandon grace

@@ -89,3 +89,28 @@ class GateAgent:
             raise
         self.log.append(f"end {content}")
         return "".join([*self.before, *self.after])
+
+
+class Lingering:
+    """For shutdown tests in a real process: ``stuck`` streams one token and never ends;
+    anything else streams its words 0.1 s apart."""
+
+    async def process_direct(
+        self,
+        *,
+        content: str,
+        session_key: str,
+        channel: str,
+        chat_id: str,
+        media: list[str] | None = None,
+        on_stream: OnStream = None,
+        on_stream_end: OnStreamEnd = None,
+    ) -> str:
+        assert on_stream is not None
+        if content == "stuck":
+            await on_stream("stuck")
+            await asyncio.Event().wait()
+        for word in content.split():
+            await on_stream(word)
+            await asyncio.sleep(0.1)
+        return content

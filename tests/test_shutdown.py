@@ -1,0 +1,115 @@
+"""Graceful drain in real processes: ``nanobot serve`` on both stacks and plain ``uvicorn asgi.app:app``.
+
+On SIGTERM, new requests and ``/health`` get 503 with ``Retry-After``, a stream that finishes
+within ``--drain-timeout`` ends normally, one that does not ends with a ``server_shutting_down``
+error event (never a silent cut), and the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.sse import data_events
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = "tests.support.agents:Lingering"
+
+
+def turn(content: str) -> dict[str, object]:
+    return {"stream": True, "messages": [{"role": "user", "content": content}]}
+
+
+class Stream(threading.Thread):
+    """One streaming request read to its end in a thread; ``started`` once its first bytes came."""
+
+    def __init__(self, url: str, content: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.content = url, content
+        self.started = threading.Event()
+        self.body = b""
+
+    def run(self) -> None:
+        with httpx.stream(
+            "POST", f"{self.url}/v1/chat/completions", json=turn(self.content), timeout=30
+        ) as r:
+            for piece in r.iter_bytes():
+                self.body += piece
+                self.started.set()
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], ready: str) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        for _ in range(50):  # a bounded number of start-up lines
+            line = proc.stdout.readline()
+            if ready in line or not line:
+                break
+        assert ready in line, line
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def check_drain(proc: subprocess.Popen[str], url: str) -> None:
+    finishing, stuck = Stream(url, "one two three four"), Stream(url, "stuck")
+    for stream in (finishing, stuck):
+        stream.start()
+        assert stream.started.wait(10)
+    proc.send_signal(signal.SIGTERM)
+    # Draining: the server still answers, but refuses new work.
+    for _ in range(100):  # until the signal has been handled (bounded)
+        health = httpx.get(f"{url}/health", timeout=5)
+        if health.status_code == 503:
+            break
+    assert health.json() == {"status": "draining"} and health.headers["retry-after"] == "1"
+    refused = httpx.post(f"{url}/v1/chat/completions", json=turn("late"), timeout=5)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "server_shutting_down"
+    for stream in (finishing, stuck):
+        stream.join(15)
+        assert not stream.is_alive()
+    assert data_events(finishing.body)[-1] == "[DONE]"
+    assert data_events(stuck.body)[-1]["error"]["code"] == "server_shutting_down"
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
+def test_nanobot_serve_drains_on_sigterm(stack: str) -> None:
+    port = free_port()
+    args = [sys.executable, "-m", "nanobot", "serve", "--stack", stack, "--port", str(port)]
+    args += ["--agent", AGENT, "--drain-timeout", "1"]
+    with process(args, {}, "nanobot serving") as proc:
+        check_drain(proc, f"http://127.0.0.1:{port}")
+        assert proc.wait(timeout=10) == 0
+
+
+def test_plain_uvicorn_drains_on_sigterm() -> None:
+    port = free_port()
+    env = {"NANOBOT_AGENT": AGENT, "NANOBOT_DRAIN_TIMEOUT": "1"}
+    args = [sys.executable, "-m", "uvicorn", "asgi.app:app", "--port", str(port), "--log-level", "info"]
+    with process(args, env, "Uvicorn running") as proc:
+        check_drain(proc, f"http://127.0.0.1:{port}")
+        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
