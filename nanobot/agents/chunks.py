@@ -162,6 +162,7 @@ class ChunkReader:
         self.source = source
         self.usage: Usage | None = None
         self.finished = False
+        self.finish_reason: str | None = None  #: the upstream's, passed on (``length``, ...)
         self.done = False
         self._parts: list[str] = []
 
@@ -194,12 +195,14 @@ class ChunkReader:
         """A whole ``chat.completion`` (from an upstream that does not stream); its text."""
         completion = self._load(body)
         choices = completion.get("choices")
-        message = choices[0].get("message") if isinstance(choices, list) and choices else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, Mapping) or not isinstance(message.get("content") or "", str):
             raise self._malformed(body)
         usage = completion.get("usage")
         self.usage = read_usage(usage) if isinstance(usage, Mapping) else None
         self.finished = True
+        self._finish(choice.get("finish_reason") if isinstance(choice, dict) else None)
         self._parts.append(message.get("content") or "")
         return self.content
 
@@ -228,7 +231,12 @@ class ChunkReader:
             text += content or ""
             if choice.get("finish_reason"):
                 self.finished = True
+                self._finish(choice["finish_reason"])
         return text
+
+    def _finish(self, reason: object) -> None:
+        if isinstance(reason, str) and reason and len(reason) <= 64:
+            self.finish_reason = reason
 
     def _malformed(self, data: str | bytes) -> UpstreamFailed:
         shown = data if isinstance(data, str) else data[:800].decode(errors="replace")

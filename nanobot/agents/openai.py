@@ -8,11 +8,11 @@ it: a failed, timed-out or cancelled turn leaves the session as it was.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from nanobot.agents.history import SYSTEM_ROLES, ChatMessage, History, MemoryHistory, open_history, trimmed
-from nanobot.agents.upstream import Completion, Upstream
+from nanobot.agents.upstream import Completion, Upstream, UpstreamMessage
 from nanobot.config import ConfigError, Settings
 
 
@@ -62,30 +62,35 @@ class OpenAIAgent:
         media: list[str] | None = None,
         on_stream: Callable[[str], Awaitable[None]] | None = None,
         on_stream_end: Callable[..., Awaitable[None]] | None = None,
-        messages: Sequence[ChatMessage] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
         request_id: str | None = None,
         stateless: bool = False,
+        options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Completion:
         """One turn: the conversation upstream, its answer streamed to ``on_stream``, then saved.
 
         ``stateless`` (the client named no session): only what the client sent goes upstream,
         and nothing is saved, so clients that share no session id never share a conversation.
+        ``options`` (the client's sampling fields) go upstream as sent. Images go upstream with
+        their turn; history keeps each message's text.
         """
-        if messages is not None and (stateless or len(messages) > 1):
-            conversation = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
-        elif stateless:
-            conversation = [ChatMessage(role="user", content=content)]
+        sent = list(messages) if messages else [{"role": "user", "content": content}]
+        if stateless or len(sent) > 1:
+            outgoing = sent
+            kept = [_text_only(m) for m in sent]
         else:
-            conversation = [*await self.history.load(session_key), ChatMessage(role="user", content=content)]
+            stored = await self.history.load(session_key)
+            outgoing = [*stored, sent[-1]]
+            kept = [*stored, _text_only(sent[-1])]
         completion = await self.upstream.complete(
-            self._with_system_prompt(conversation), on_stream or _discard, request_id=request_id
+            self._with_system_prompt(outgoing), on_stream or _discard, request_id=request_id, options=options
         )
         if on_stream_end is not None:
             await on_stream_end()
         if not stateless:
             answer = ChatMessage(role="assistant", content=completion.content)
-            await self.history.save(session_key, trimmed([*conversation, answer], self.max_messages))
+            await self.history.save(session_key, trimmed([*kept, answer], self.max_messages))
         return completion
 
     async def aclose(self) -> None:
@@ -98,10 +103,18 @@ class OpenAIAgent:
         finally:
             await self.history.aclose()
 
-    def _with_system_prompt(self, conversation: list[ChatMessage]) -> list[ChatMessage]:
+    def _with_system_prompt(self, conversation: Sequence[UpstreamMessage]) -> list[UpstreamMessage]:
         if self.system_prompt is None or any(m["role"] in SYSTEM_ROLES for m in conversation):
-            return conversation
+            return list(conversation)
         return [ChatMessage(role="system", content=self.system_prompt), *conversation]
+
+
+def _text_only(message: Mapping[str, Any]) -> ChatMessage:
+    """A message as history keeps it: its text (image parts are not stored)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(p["text"] for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    return ChatMessage(role=str(message["role"]), content=content if isinstance(content, str) else "")
 
 
 async def _discard(_: str) -> None:

@@ -32,6 +32,7 @@ class Reply:
 
     text: str
     usage: Usage | None = None
+    finish_reason: str = "stop"
 
 
 def _count(source: Any, name: str) -> int:
@@ -52,10 +53,13 @@ def read_reply(result: object) -> Reply:
             code="agent_contract",
         )
     text = content or ""
+    reason = getattr(result, "finish_reason", None)
+    reason = reason if isinstance(reason, str) and reason else "stop"
     raw_usage = getattr(result, "usage", None)
     if raw_usage is None:
-        return Reply(text)
-    return Reply(text, Usage(_count(raw_usage, "prompt_tokens"), _count(raw_usage, "completion_tokens")))
+        return Reply(text, None, reason)
+    usage = Usage(_count(raw_usage, "prompt_tokens"), _count(raw_usage, "completion_tokens"))
+    return Reply(text, usage, reason)
 
 
 _MISSING = object()
@@ -77,7 +81,7 @@ def completion_body(reply: Reply, *, completion_id: str, created: int, model: st
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": reply.text},
-                "finish_reason": "stop",
+                "finish_reason": reply.finish_reason,
                 "logprobs": None,
             }
         ],

@@ -101,5 +101,5 @@ async def stream_turn(
         tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
     else:
         head = b"" if stream.sent_text or not reply.text else stream.send(TextDelta(reply.text))
-        tail = head + stream.send(Finish(reply.usage))
+        tail = head + stream.send(Finish(reply.usage, reply.finish_reason))
     await output.close(tail)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -16,6 +16,22 @@ SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 SESSION_HEADERS = ("x-session-id", "x-openwebui-chat-id")
 #: The session key agents get when the client named none (the seed contract's ``api:default``).
 DEFAULT_SESSION = "api:default"
+
+#: Sampling fields handed, as sent, to agents that take ``options`` (the ``openai`` agent relays
+#: them; the upstream judges them). Other agents ignore them.
+FORWARDED = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "user",
+    "logit_bias",
+)
 
 #: Fields we cannot honour: refused with 400 unless they hold their harmless value.
 _REFUSED: dict[str, tuple[object, ...]] = {
@@ -36,8 +52,13 @@ class Message:
     content: str
     images: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def to_dict(self) -> dict[str, Any]:
+        """OpenAI's shape: ``content`` is the text, or a list of parts when there are images."""
+        if not self.images:
+            return {"role": self.role, "content": self.content}
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.content}] if self.content else []
+        parts += ({"type": "image_url", "image_url": {"url": url}} for url in self.images)
+        return {"role": self.role, "content": parts}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +68,8 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     session_id: str | None = None
+    #: The client's sampling fields (:data:`FORWARDED`), as sent, for agents that relay them.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def prompt(self) -> Message:
@@ -94,8 +117,9 @@ def _check_size(body: bytes, limits: Limits) -> None:
         )
 
 
-def parse_chat_request(body: bytes, limits: Limits = Limits()) -> ChatRequest:
-    """Validate a Chat Completions request body."""
+def parse_chat_request(body: bytes, limits: Limits = Limits(), *, relays: bool = False) -> ChatRequest:
+    """Validate a Chat Completions request body. ``relays``: the agent takes the client's
+    sampling fields, so a ``response_format`` other than text is the upstream's to judge."""
     _check_size(body, limits)
     try:
         data = orjson.loads(body)
@@ -103,13 +127,14 @@ def parse_chat_request(body: bytes, limits: Limits = Limits()) -> ChatRequest:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    _refuse_unsupported(data)
+    _refuse_unsupported(data, relays)
     return ChatRequest(
         messages=_parse_messages(data.get("messages"), limits),
         model=_optional(data, "model", str),
         stream=bool(_optional(data, "stream", bool)),
         include_usage=_include_usage(data.get("stream_options")),
         session_id=check_session_id(_optional(data, "session_id", str), "session_id"),
+        options={name: data[name] for name in FORWARDED if data.get(name) is not None},
     )
 
 
@@ -159,14 +184,14 @@ def _include_usage(options: object) -> bool:
     return bool(_optional(options, "include_usage", bool))
 
 
-def _refuse_unsupported(data: Mapping[str, Any]) -> None:
+def _refuse_unsupported(data: Mapping[str, Any], relays: bool) -> None:
     for name, harmless in _REFUSED.items():
         if name in data and data[name] not in harmless:
             raise InvalidRequest(
                 f"'{name}' is not supported by this server.", param=name, code="unsupported_parameter"
             )
     fmt = data.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+    if not relays and fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
         raise InvalidRequest(
             "Only the 'text' response format is supported.",
             param="response_format",

@@ -64,7 +64,7 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 #: Keyword arguments handed to agents whose ``process_direct`` accepts them.
-CONTEXT_KWARGS = ("messages", "request_id", "stateless")
+CONTEXT_KWARGS = ("messages", "request_id", "stateless", "options")
 #: Bodies larger than this are parsed in a worker thread, so a huge request never holds the loop.
 PARSE_INLINE_LIMIT = 256 * 1024
 JSON_TYPES = ("application/json",)
@@ -126,14 +126,21 @@ def _key_matches(token: str, key: bytes) -> bool:
     return as_utf8 | as_latin1
 
 
-def _accepted_context(agent: Agent) -> frozenset[str]:
+def _parameters(agent: Agent) -> list[inspect.Parameter]:
     try:
-        params = inspect.signature(agent.process_direct).parameters.values()
+        return list(inspect.signature(agent.process_direct).parameters.values())
     except (TypeError, ValueError):
-        return frozenset()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return []
+
+
+def _named_parameters(agent: Agent) -> frozenset[str]:
+    return frozenset(p.name for p in _parameters(agent) if p.kind is not inspect.Parameter.VAR_KEYWORD)
+
+
+def _accepted_context(agent: Agent) -> frozenset[str]:
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _parameters(agent)):
         return frozenset(CONTEXT_KWARGS)
-    return frozenset(p.name for p in params if p.name in CONTEXT_KWARGS)
+    return _named_parameters(agent) & frozenset(CONTEXT_KWARGS)
 
 
 class ChatService:
@@ -172,6 +179,9 @@ class ChatService:
         self._clock = clock
         self._new_id = new_id
         self._context = _accepted_context(agent)
+        #: The agent names ``options`` itself (not just ``**kwargs``): it relays sampling fields,
+        #: so a non-text ``response_format`` is its upstream's to judge, not refused here.
+        self._relays = "options" in _named_parameters(agent)
         self.media = MediaStore(media_dir, max_bytes=max_media_bytes, keep=keep_media)
         self.cors = CORSPolicy(cors_origins)
         self.guard = BrowserGuard(enabled=self._api_key is None, cors=self.cors, allowed_hosts=allowed_hosts)
@@ -336,7 +346,7 @@ class ChatService:
         """A JSON body, or a multipart form; inline images of the new message are checked here."""
         if form:
             return parse_form(raw, headers["content-type"], self.media, self.limits.max_images)
-        request = parse_chat_request(raw, self.limits)
+        request = parse_chat_request(raw, self.limits, relays=self._relays)
         where = f"messages[{len(request.messages) - 1}].content"
         images = tuple(self.media.from_data_url(url, where) for url in request.prompt.images)
         return request, images
@@ -360,6 +370,8 @@ class ChatService:
             context["request_id"] = request_id
         if "stateless" in self._context:
             context["stateless"] = named is None
+        if "options" in self._context:
+            context["options"] = request.options
 
         async def call(
             media: list[str] | None, on_stream: OnStream | None, on_end: OnStreamEnd | None

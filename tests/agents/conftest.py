@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import pytest_asyncio
@@ -31,7 +32,7 @@ def make_agent(
     url: str,
     *,
     api_key: str | None = None,
-    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     history: History | None = None,
     system_prompt: str | None = None,
     max_messages: int = 100,

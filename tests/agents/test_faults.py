@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -175,7 +176,7 @@ async def test_a_non_streamed_answer_past_the_limit_is_502(relay: Relay, upstrea
 async def test_a_silent_upstream_times_out_as_504(relay: Relay, upstream: FakeUpstream) -> None:
     """The agent's own read timeout (here 50 ms; 300 s by default) catches a dead upstream."""
     upstream.will(silent(), silent())
-    client = await relay(timeout=httpx.Timeout(5.0, read=0.05))
+    client = await relay(timeout=aiohttp.ClientTimeout(connect=5.0, sock_read=0.05))
     error = error_of(await client.post(CHAT, json=HI), 504)
     assert error["code"] == "timeout" and "did not answer in time" in error["message"]
     assert stream_error(await client.post(CHAT, json={**HI, "stream": True}))["code"] == "timeout"

@@ -183,12 +183,14 @@ def refuse(status: int, body: Any = None, headers: dict[str, str] | None = None)
     return play
 
 
-def complete(text: str, usage: tuple[int, int] = (4, 1), *, ensure_ascii: bool = True) -> Script:
+def complete(
+    text: str, usage: tuple[int, int] = (4, 1), *, ensure_ascii: bool = True, finish: str = "stop"
+) -> Script:
     """Answer with a whole ``chat.completion`` JSON, as a server that ignores ``stream`` does."""
     body = {
         "id": "chatcmpl-up",
         "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
         "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
     }
 
