@@ -9,9 +9,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import Any
 
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
@@ -164,6 +165,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AgentLoadError, ConfigError, OSError) as exc:
         print(f"nanobot: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(settings, agent, sock, fd_limit))
+    _run(_serve(settings, agent, sock, fd_limit))
     print("nanobot stopped", flush=True)
     return 0
+
+
+#: Seconds tasks still running after shutdown get to end once cancelled.
+LEFTOVER_GRACE = 1.0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run``, except that it never waits forever for tasks that ignore cancellation
+    (an agent abandoned after its deadline): ``asyncio.run`` would, and the process would hang."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            _, pending = loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_GRACE))
+            if pending:
+                logger.warning("%d task(s) ignored cancellation at exit; leaving them", len(pending))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        asyncio.set_event_loop(None)
+        loop.close()

@@ -113,3 +113,16 @@ def test_plain_uvicorn_drains_on_sigterm() -> None:
     with process(args, env, "Uvicorn running") as proc:
         check_drain(proc, f"http://127.0.0.1:{port}")
         assert proc.wait(timeout=10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
+def test_an_agent_that_ignores_cancellation_cannot_keep_the_process_alive(stack: str) -> None:
+    port = free_port()
+    args = [sys.executable, "-m", "nanobot", "serve", "--stack", stack, "--port", str(port)]
+    args += ["--agent", "tests.support.agents:Stubborn", "--request-timeout", "0.3", "--drain-timeout", "0.5"]
+    with process(args, {}, "nanobot serving") as proc:
+        url = f"http://127.0.0.1:{port}"
+        reply = httpx.post(f"{url}/v1/chat/completions", json={**turn("x"), "stream": False}, timeout=10)
+        assert reply.status_code == 504  # abandoned at its deadline; it still runs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0

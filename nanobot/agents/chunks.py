@@ -251,7 +251,9 @@ def read_usage(usage: Mapping[str, Any]) -> Usage:
         value = usage.get(name)
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
-    return Usage(count("prompt_tokens"), count("completion_tokens"))
+    total = usage.get("total_tokens")
+    kept = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+    return Usage(count("prompt_tokens"), count("completion_tokens"), kept)
 
 
 def error_detail(payload: object) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Unpack
 
@@ -35,11 +35,17 @@ def create_asgi_app(
     model_name: str = "nanobot",
     request_timeout: float = 120.0,
     api_key: str | None = None,
+    prepare_agent: Callable[[], object] | None = None,
     **options: Unpack[ServiceOptions],
 ) -> Starlette:
     """A Starlette application serving ``agent`` as ``model_name``."""
     service = ChatService(
-        agent, model_name=model_name, request_timeout=request_timeout, api_key=api_key, **options
+        agent,
+        model_name=model_name,
+        request_timeout=request_timeout,
+        api_key=api_key,
+        prepare_agent=prepare_agent,
+        **options,
     )
 
     async def models(request: Request) -> Response:
@@ -83,10 +89,25 @@ def create_asgi_app(
         exception_handlers={404: http_error, 405: http_error},
         lifespan=lifespan,
     )
+    logging.getLogger("uvicorn.error").addFilter(_CLIENT_FAULTS)  # once: filters are a set
     app.router.redirect_slashes = False  # '/health/' is a 404, as on aiohttp, not a redirect
     app.add_middleware(Shortcuts, service=service, chat=chat)
     app.state.service = service
     return app
+
+
+class _ClientFaults(logging.Filter):
+    """uvicorn logs a stream we leave unfinished (a client that stopped reading, dropped after
+    ``write_timeout``: an ASGI app cannot abort the connection) as an ERROR; it is the client's
+    fault, already logged once as a warning by the core: INFO here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "ASGI callable returned without completing response.":
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_CLIENT_FAULTS = _ClientFaults()
 
 
 class Shortcuts:
@@ -208,7 +229,7 @@ class ChatEndpoint:
     async def _serve(self, scope: Scope, inbox: _Inbox, send: Send) -> None:
         headers = Headers(scope=scope)
         length = headers.get("content-length")
-        declared = int(length) if length and length.isdigit() else None
+        declared = int(length) if length and length.isascii() and length.isdigit() else None
         server = scope.get("server")
         reply = await self._service.chat(
             headers, inbox.body(), declared, local_address=server[0] if server else None

@@ -13,10 +13,12 @@ from nanobot.api.errors import AgentFailed
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reported_total: int | None = None  #: the provider's own total, kept when it gave one
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        total = self.reported_total
+        return total if total is not None else self.prompt_tokens + self.completion_tokens
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -35,17 +37,34 @@ class Reply:
     finish_reason: str = "stop"
 
 
-def _count(source: Any, name: str) -> int:
+def _count(source: Any, name: str) -> int | None:
     value = source.get(name) if isinstance(source, Mapping) else getattr(source, name, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def read_reply(result: object) -> Reply:
-    """Normalise what ``process_direct`` returned: text, or an object with ``.content``/``.usage``."""
+def read_usage(source: object) -> Usage | None:
+    """Token counts from a mapping or an object with ``prompt_tokens``/``completion_tokens``
+    (and maybe ``total_tokens``, kept as the provider said); ``None`` when it holds none."""
+    if source is None:
+        return None
+    prompt, completion = _count(source, "prompt_tokens"), _count(source, "completion_tokens")
+    if prompt is None and completion is None:
+        return None
+    return Usage(prompt or 0, completion or 0, _count(source, "total_tokens"))
+
+
+def read_reply(result: object, last_usage: object = None) -> Reply:
+    """Normalise what ``process_direct`` returned: text, or an object with ``.content``/``.usage``.
+
+    ``last_usage``: what the agent recorded on itself as ``_last_usage`` (nanobot's agent loop
+    does), reported when the result carries no usage."""
+    if isinstance(result, Reply):
+        return result
+    fallback = read_usage(last_usage)
     if result is None:
-        return Reply("")
+        return Reply("", fallback)
     if isinstance(result, str):
-        return Reply(result)
+        return Reply(result, fallback)
     content = getattr(result, "content", _MISSING)
     if not isinstance(content, str | None):
         raise AgentFailed(
@@ -55,11 +74,7 @@ def read_reply(result: object) -> Reply:
     text = content or ""
     reason = getattr(result, "finish_reason", None)
     reason = reason if isinstance(reason, str) and reason else "stop"
-    raw_usage = getattr(result, "usage", None)
-    if raw_usage is None:
-        return Reply(text, None, reason)
-    usage = Usage(_count(raw_usage, "prompt_tokens"), _count(raw_usage, "completion_tokens"))
-    return Reply(text, usage, reason)
+    return Reply(text, read_usage(getattr(result, "usage", None)) or fallback, reason)
 
 
 _MISSING = object()

@@ -63,7 +63,11 @@ async def run_turn(
     return read_reply(result)
 
 
-async def _segment_end(**_: Any) -> None:
+#: What the client reads when the agent neither streamed nor returned any text (as nanobot does).
+EMPTY_REPLY = "The agent finished its turn without a reply."
+
+
+async def _segment_end(*_: Any, **__: Any) -> None:
     """A generation segment ended (the agent may call tools and stream again): keep streaming."""
 
 
@@ -100,6 +104,6 @@ async def stream_turn(
         logger.warning("the agent's turn raised CancelledError of its own")
         tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
     else:
-        head = b"" if stream.sent_text or not reply.text else stream.send(TextDelta(reply.text))
+        head = b"" if stream.sent_text else stream.send(TextDelta(reply.text or EMPTY_REPLY))
         tail = head + stream.send(Finish(reply.usage, reply.finish_reason))
     await output.close(tail)

@@ -115,10 +115,16 @@ def parse_form(
     return _request(fields, bool(files)), tuple(files)
 
 
+#: The instruction an agent gets for files sent with no message (nanobot does the same).
+FILES_PROMPT = "Please look at the attached files."
+
+
 def _request(fields: dict[str, str], has_files: bool) -> ChatRequest:
     message = fields.get("message", "")
-    if not message.strip() and not has_files:
-        raise InvalidRequest("The form needs a non-empty 'message' field or a file.", param="message")
+    if not message.strip():
+        if not has_files:
+            raise InvalidRequest("The form needs a non-empty 'message' field or a file.", param="message")
+        message = FILES_PROMPT
     stream = fields.get("stream", "").strip().lower()
     if stream not in _TRUE | _FALSE:
         raise InvalidRequest("'stream' must be true or false.", param="stream", code="invalid_type")

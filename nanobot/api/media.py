@@ -68,6 +68,7 @@ class MediaStore:
         self.directory = directory or Path(tempfile.gettempdir()) / "nanobot-media"
         self.max_bytes = max_bytes
         self.keep = keep
+        self._cleanups: set[asyncio.Future[None]] = set()
 
     def from_data_url(self, url: str, param: str) -> Attachment:
         """Decode a base64 ``data:`` image URL."""
@@ -130,9 +131,17 @@ class MediaStore:
         try:
             yield await asyncio.shield(writing)
         finally:
-            await asyncio.wait((writing,))  # a cancelled turn still waits for its files, to remove them
-            if not self.keep:
-                await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+            # Its own task, so a second cancel cannot skip the removal (a cancelled turn still
+            # waits for its files to be written, to remove them all).
+            cleanup = asyncio.ensure_future(self._finish(writing, folder))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            await asyncio.shield(cleanup)
+
+    async def _finish(self, writing: asyncio.Future[list[str]], folder: Path) -> None:
+        await asyncio.wait((writing,))
+        if not self.keep:
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
 
     def _too_large(self, param: str) -> PayloadTooLarge:
         return PayloadTooLarge(f"A media item exceeds the {self.max_bytes} byte limit.", param=param)

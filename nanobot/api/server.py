@@ -40,11 +40,17 @@ def create_app(
     model_name: str = "nanobot",
     request_timeout: float = 120.0,
     api_key: str | None = None,
+    prepare_agent: Callable[[], object] | None = None,
     **options: Unpack[ServiceOptions],
 ) -> web.Application:
     """An aiohttp application serving ``agent`` as ``model_name``."""
     service = ChatService(
-        agent, model_name=model_name, request_timeout=request_timeout, api_key=api_key, **options
+        agent,
+        model_name=model_name,
+        request_timeout=request_timeout,
+        api_key=api_key,
+        prepare_agent=prepare_agent,
+        **options,
     )
     app = web.Application(
         middlewares=[_route],

@@ -16,15 +16,16 @@ import re
 import time
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypedDict
 
 import orjson
 
 from nanobot.agents import Agent
-from nanobot.api.completion import completion_body
+from nanobot.api.completion import Reply, completion_body, read_reply
 from nanobot.api.cors import CORSPolicy
-from nanobot.api.driver import Invoke, OnStream, OnStreamEnd, run_turn, stream_turn
+from nanobot.api.driver import EMPTY_REPLY, Invoke, OnStream, OnStreamEnd, run_turn, stream_turn
 from nanobot.api.errors import (
     AgentFailed,
     APIError,
@@ -153,6 +154,7 @@ class ChatService:
         model_name: str = "nanobot",
         request_timeout: float | None = 120.0,
         api_key: str | None = None,
+        prepare_agent: Callable[[], object] | None = None,
         ping_interval: float = 15.0,
         max_body_bytes: int = 16 * 1024 * 1024,
         max_session_queue: int = 16,
@@ -179,6 +181,7 @@ class ChatService:
         self._clock = clock
         self._new_id = new_id
         self._context = _accepted_context(agent)
+        self._prepare = prepare_agent
         #: The agent names ``options`` itself (not just ``**kwargs``): it relays sampling fields,
         #: so a non-text ``response_format`` is its upstream's to judge, not refused here.
         self._relays = "options" in _named_parameters(agent)
@@ -375,8 +378,12 @@ class ChatService:
 
         async def call(
             media: list[str] | None, on_stream: OnStream | None, on_end: OnStreamEnd | None
-        ) -> Any:
-            return await self.agent.process_direct(
+        ) -> Reply:
+            if self._prepare is not None:  # e.g. nanobot's MCP connector, inside the turn
+                prepared = self._prepare()
+                if inspect.isawaitable(prepared):
+                    await prepared
+            result = await self.agent.process_direct(
                 content=prompt.content,
                 session_key=session,
                 channel="api",
@@ -386,6 +393,7 @@ class ChatService:
                 on_stream_end=on_end,
                 **context,
             )
+            return read_reply(result, getattr(self.agent, "_last_usage", None))  # read before any await
 
         if not attachments:
             return functools.partial(call, None)
@@ -427,7 +435,7 @@ class ChatService:
         except AgentCancelled:
             raise AgentFailed("The agent's turn was cancelled.") from None
         body = completion_body(
-            reply,
+            reply if reply.text else replace(reply, text=EMPTY_REPLY),
             completion_id=f"chatcmpl-{self._new_id()}",
             created=int(self._clock()),
             model=self.model_name,

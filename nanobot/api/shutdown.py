@@ -30,8 +30,8 @@ def drain_on_signals(service: Drainable) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return _nothing
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    if not all(callable(handler) for handler in previous.values()):
-        return _nothing  # the server did not install Python handlers: nothing to chain
+    if not all(callable(handler) and not _is_asyncio_noop(handler) for handler in previous.values()):
+        return _nothing  # no Python handlers (or the loop's own, whose owner drains itself)
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []  # keeps the drain task referenced
     signalled: list[int] = []
@@ -40,18 +40,19 @@ def drain_on_signals(service: Drainable) -> Callable[[], None]:
         handler: Any = previous[signal.Signals(sig)]
         handler(sig, frame)
 
-    def start(sig: int, frame: FrameType | None) -> None:
+    def start(sig: int) -> None:
         task = loop.create_task(service.drain())
-        task.add_done_callback(lambda _: pass_on(sig, frame))
+        task.add_done_callback(lambda _: pass_on(sig, None))
         draining.append(task)
 
     def handler(sig: int, frame: FrameType | None) -> None:
+        first = not signalled  # decided before anything else: a signal may interrupt this one
         signalled.append(sig)
-        if len(signalled) > 1:  # the second signal: no more waiting
+        if first:
+            loop.call_soon_threadsafe(start, sig)
+        else:  # the second signal: no more waiting
             loop.call_soon_threadsafe(service.stop_now)
             pass_on(sig, frame)
-        else:
-            loop.call_soon_threadsafe(start, sig, frame)
 
     for sig in SIGNALS:
         signal.signal(sig, handler)
@@ -62,6 +63,11 @@ def drain_on_signals(service: Drainable) -> Callable[[], None]:
                 signal.signal(sig, old)
 
     return undo
+
+
+def _is_asyncio_noop(handler: object) -> bool:
+    """asyncio's placeholder for ``loop.add_signal_handler`` (``nanobot serve``, hypercorn)."""
+    return getattr(handler, "__name__", "") == "_sighandler_noop"
 
 
 def _nothing() -> None:

@@ -72,13 +72,13 @@ class ChunkFormat:
             self._head + b'[{"index":0,"delta":{},"finish_reason":' + json_text(reason) + b"}]" + self._tail
         )
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+    def usage(self, prompt_tokens: int, completion_tokens: int, total_tokens: int | None = None) -> bytes:
         """The usage chunk sent after the finish chunk when the client asked for it."""
         usage = orjson.dumps(
             {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens if total_tokens is None else total_tokens,
             }
         )
         return self._head + b'[],"usage":' + usage + b"}\n\n"

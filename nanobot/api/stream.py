@@ -82,7 +82,7 @@ class ChatStream:
         parts.append(self._format.finish(ev.reason))
         if self._include_usage:
             usage = ev.usage or Usage()
-            parts.append(self._format.usage(usage.prompt_tokens, usage.completion_tokens))
+            parts.append(self._format.usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
         parts.append(DONE)
         self.state = StreamState.DONE
         return b"".join(parts)

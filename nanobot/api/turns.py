@@ -70,6 +70,8 @@ class Turn:
             finally:
                 if not task.done():
                     self._turns._abandon(task)
+                elif not task.cancelled() and task.exception() is not None:
+                    logger.warning("a cancelled agent turn ended with %r", task.exception())
             raise
         if task.cancelled():
             raise AgentCancelled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
 
@@ -62,7 +63,7 @@ class Firehose:
             raise
 
 
-async def test_a_client_that_stops_reading_is_dropped(serve: Serve) -> None:
+async def test_a_client_that_stops_reading_is_dropped(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     agent = Firehose()
     client = await serve(agent, write_timeout=0.2)
     host, port = client.base_url.host, client.base_url.port
@@ -81,3 +82,5 @@ async def test_a_client_that_stops_reading_is_dropped(serve: Serve) -> None:
         await asyncio.wait_for(agent.cancelled.wait(), 10)
     finally:
         sock.close()
+    await client.get("/health")  # the server has finished with the dropped stream
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

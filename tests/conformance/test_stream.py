@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from nanobot.api.driver import EMPTY_REPLY
 from nanobot.api.errors import RateLimited
 from tests.conformance.conftest import Serve
 from tests.support.agents import GateAgent, Result, ScriptedAgent
@@ -99,10 +100,13 @@ async def test_final_text_is_sent_when_agent_streamed_nothing(serve: Serve) -> N
     assert events[-1] == "[DONE]"
 
 
-async def test_empty_answer_still_names_the_role(serve: Serve) -> None:
+async def test_an_empty_answer_gets_the_fallback_text_and_the_role(serve: Serve) -> None:
     client = await serve(ScriptedAgent([], result=""))
     events = data_events((await post_stream(client)).content)
-    assert [e["choices"][0]["delta"] for e in events[:-1]] == [{"role": "assistant", "content": ""}, {}]
+    fallback = {"role": "assistant", "content": EMPTY_REPLY}
+    assert [e["choices"][0]["delta"] for e in events[:-1]] == [fallback, {}]
+    reply = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+    assert reply.json()["choices"][0]["message"]["content"] == EMPTY_REPLY
 
 
 @pytest.mark.parametrize("tokens", [[], ["partial", " answer"]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from nanobot.api.errors import InvalidRequest, PayloadTooLarge
@@ -64,3 +65,20 @@ def test_read_body_limits() -> None:
         asyncio.run(read_body(_chunks(b"ab", b"cd"), limit=3, declared=None))
     with pytest.raises(PayloadTooLarge):
         asyncio.run(read_body(_chunks(), limit=3, declared=4))
+
+
+def test_a_large_body_of_countless_tiny_values_is_refused_before_parsing() -> None:
+    hostile = b'{"x": [' + b"[]," * 200_000 + b'[]], "messages": [{"role": "user", "content": "hi"}]}'
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(hostile)
+    assert caught.value.code == "request_too_complex"
+    strings = b'{"x": [' + b'"\\\\",' * 150_000 + b'""], "messages": [{"role": "user", "content": "hi"}]}'
+    with pytest.raises(InvalidRequest):  # escaped backslashes before a quote do not hide strings
+        parse_chat_request(strings)
+
+
+def test_a_large_body_of_prose_full_of_commas_and_quotes_is_accepted() -> None:
+    prose = 'He said, "yes, no, [maybe], {perhaps}", and left, ' * 20_000
+    body = orjson.dumps({"messages": [{"role": "user", "content": prose}]})
+    assert len(body) > 1_000_000
+    assert parse_chat_request(body).prompt.content == prose

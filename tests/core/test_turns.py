@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 from typing import Any
+
+import pytest
 
 from nanobot.api.output import Output
 from nanobot.api.replies import JSONReply, StreamReply
@@ -103,3 +106,39 @@ def test_a_producer_over_the_gather_limit_yields_to_the_loop() -> None:
         await output.aclose()
 
     asyncio.run(main())
+
+
+def test_the_error_of_an_agent_cleaning_up_after_cancellation_is_retrieved_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Messy:
+        def __init__(self) -> None:
+            self.entered = asyncio.Event()
+
+        async def process_direct(self, **kwargs: object) -> str:
+            self.entered.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                raise RuntimeError("cleanup failed")
+
+    async def main() -> None:
+        agent = Messy()
+        service = ChatService(agent)
+        task = asyncio.create_task(service.chat(JSON, _one(_request("s", stream=False)), None))
+        await agent.entered.wait()
+        task.cancel()  # the client left
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gc.collect()
+
+    asyncio.run(main())
+    assert "cleanup failed" in caplog.text
+    assert "never retrieved" not in caplog.text
+
+
+def test_loopback_includes_ipv4_mapped_addresses() -> None:
+    from nanobot.api.guard import is_loopback
+
+    assert is_loopback("::ffff:127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("::1")
+    assert not is_loopback("::ffff:10.0.0.1") and not is_loopback("example.com")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,3 +115,14 @@ class Lingering:
             await on_stream(word)
             await asyncio.sleep(0.1)
         return content
+
+
+class Stubborn:
+    """Ignores every cancellation of its turn: only a process exit ends it."""
+
+    async def process_direct(
+        self, *, content: str, session_key: str, channel: str, chat_id: str, **_: Any
+    ) -> str:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
