@@ -11,11 +11,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
+from nanobot.api.guard import is_loopback
 from nanobot.config import ConfigError, Settings, parse_args
 from nanobot.fdlimit import calm_resource_errors, raise_open_file_limit
 
@@ -23,7 +25,22 @@ logger = logging.getLogger("nanobot")
 
 
 def build_agent(settings: Settings) -> Agent:
+    """The agent; a ``module:attribute`` spec is looked up in ``--app-dir`` first (default: here)."""
+    app_dir = str(Path(settings.app_dir).resolve())
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
     return load_agent(settings.agent, settings)
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve a network address with no API key, unless told the network is trusted."""
+    if settings.api_key or settings.allow_unauthenticated or is_loopback(settings.host):
+        return
+    raise ConfigError(
+        f"--host {settings.host} serves the network, so set an API key: --api-key KEY (or "
+        "NANOBOT_API_KEY), which clients send as 'Authorization: Bearer KEY'. On a trusted "
+        "network, --allow-unauthenticated serves without one."
+    )
 
 
 def bind(settings: Settings) -> socket.socket:
@@ -42,7 +59,7 @@ def banner(settings: Settings, sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
-    auth = f" -H 'Authorization: Bearer {settings.api_key}'" if settings.api_key else ""
+    auth = " -H 'Authorization: Bearer YOUR_API_KEY'" if settings.api_key else ""  # never the key
     return (
         f"nanobot serving agent {settings.agent!r} as model {settings.model!r} "
         f"on {settings.stack} at {url}/v1\n"
@@ -160,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     calm_resource_errors()
     fd_limit = raise_open_file_limit()
     try:
+        check_exposure(settings)
         agent = build_agent(settings)
         sock = bind(settings)
     except (AgentLoadError, ConfigError, OSError) as exc:

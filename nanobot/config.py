@@ -49,6 +49,8 @@ class Settings:
     max_media_bytes: int = 10 * 1024 * 1024
     keep_media: bool = False
     cors_origin: tuple[str, ...] = ()
+    app_dir: str = "."
+    allow_unauthenticated: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +81,14 @@ class Settings:
             raise ConfigError("max_media_bytes must be positive")
         if self.history_max_messages < 2:
             raise ConfigError("history_max_messages must be at least 2")
+        if self.agent != "openai":
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name in OPENAI_ONLY
+                if getattr(self, name) != _DEFAULTS[name]
+            ]
+            if given:
+                raise ConfigError(f"{', '.join(given)} only apply to --agent openai, not {self.agent!r}")
         return self
 
     def service_options(self) -> dict[str, Any]:
@@ -107,6 +117,15 @@ class Settings:
 
 
 STACKS = ("aiohttp", "asgi")
+#: Settings only the ``openai`` agent reads: given with another agent, they are an error.
+OPENAI_ONLY = (
+    "upstream_url",
+    "upstream_model",
+    "upstream_api_key",
+    "system_prompt",
+    "history",
+    "history_max_messages",
+)
 HELP = {
     "stack": "HTTP stack: aiohttp, or asgi (Starlette on uvicorn)",
     "host": "address to bind",
@@ -138,6 +157,8 @@ HELP = {
     "media_dir": "where a turn's images and files are written (default: a temp folder)",
     "max_media_bytes": "largest image or file accepted (413 above)",
     "keep_media": "keep a turn's media files after the turn instead of removing them",
+    "app_dir": "folder searched first for a 'module:attribute' agent, as uvicorn's --app-dir",
+    "allow_unauthenticated": "serve a non-loopback --host without --api-key (a trusted network only)",
     "cors_origin": "allow browser calls from this origin (repeatable; '*' for any; env: comma-separated)",
 }
 
@@ -158,6 +179,7 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 KINDS: dict[str, Callable[[str], Any]] = {
     "keep_media": _flag,
+    "allow_unauthenticated": _flag,
     "cors_origin": _origins,
     "allowed_host": _origins,
     "body_timeout": float,
@@ -206,7 +228,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
         default = getattr(base, field.name)
         shown = "" if field.name in SECRETS or default is None else f"; default: {default!r}"
         described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
-        if field.name == "keep_media":
+        if field.name in ("keep_media", "allow_unauthenticated"):
             serve.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=described)
         elif field.name in REPEATABLE:
             serve.add_argument(flag, action="append", default=None, help=described)
@@ -223,3 +245,6 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
         return Settings(**values).checked()
     except ConfigError as exc:
         parser.error(str(exc))
+
+
+_DEFAULTS = {f.name: f.default for f in fields(Settings)}

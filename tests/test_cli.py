@@ -265,3 +265,80 @@ def test_uvicorn_cli_takes_the_limited_protocol_from_the_asgi_module() -> None:
         process.wait(timeout=10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_a_network_host_without_a_key_refuses_to_start() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nanobot", "serve", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--api-key" in result.stderr and "--allow-unauthenticated" in result.stderr
+
+
+def test_the_banner_never_prints_the_key() -> None:
+    with launched("--api-key", "sk-very-secret") as (process, url):
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    assert "sk-very-secret" not in output
+
+
+@pytest.mark.parametrize("flag", [["--history", "sqlite:x.db"], ["--upstream-url", "http://127.0.0.1:1/v1"]])
+def test_openai_only_settings_with_another_agent_are_an_error(flag: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["serve", "--agent", "echo", *flag], environ={})
+    assert parse_args(["serve", "--agent", "openai", *flag], environ={}).agent == "openai"
+
+
+def test_an_agent_module_is_found_in_the_current_folder_and_in_app_dir(tmp_path: Path) -> None:
+    (tmp_path / "myagent.py").write_text(
+        "class Agent:\n"
+        "    async def process_direct(self, *, content, on_stream=None, **kw):\n"
+        "        return 'mine: ' + content\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd, extra in ((tmp_path, []), (elsewhere, ["--app-dir", str(tmp_path)])):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanobot", "serve", "--port", "0", "--agent", "myagent:Agent", *extra],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            match = re.search(r"at (http://\S+)/v1", process.stdout.readline())
+            assert match, process.stdout.read()
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            reply = httpx.post(f"{match.group(1)}/v1/chat/completions", json=body, timeout=10)
+            assert reply.json()["choices"][0]["message"]["content"] == "mine: hi"
+        finally:
+            process.terminate()
+            process.communicate(timeout=10)
+
+
+def test_uvicorn_serves_the_installed_app_from_any_folder(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "asgi.app:app", "--port", str(port), "--log-level", "info"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for _ in range(50):
+            line = process.stderr.readline()
+            if "Uvicorn running" in line or not line:
+                break
+        assert "Uvicorn running" in line, line
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nanobot.api.completion import Usage
@@ -38,6 +40,15 @@ def _tokens(text: str) -> Iterator[str]:
         yield text[end:]
 
 
+def describe(media: list[str]) -> str:
+    """What the turn received, one line per file: name, type and size (so a user sees it came)."""
+    lines = []
+    for path in map(Path, media):
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        lines.append(f"\n[received {path.name}: {kind}, {path.stat().st_size} bytes]")
+    return "".join(lines)
+
+
 class EchoAgent:
     """Echoes the new user message word by word, waiting ``delay`` seconds before each word."""
 
@@ -56,6 +67,7 @@ class EchoAgent:
         on_stream_end: Callable[..., Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> EchoReply:
+        content += describe(media or [])
         if on_stream is None:
             count = len(split_words(content))
         else:

@@ -113,3 +113,12 @@ async def test_a_form_with_neither_message_nor_file_is_a_400(serve: Serve) -> No
     client = await serve(NanobotLike())
     reply = await client.post("/v1/chat/completions", data={"message": " "}, files=[("x", ("", b"", ""))])
     assert reply.status_code == 400
+
+
+async def test_the_echo_agent_says_which_files_arrived(serve: Serve, tmp_path: Any) -> None:
+    from nanobot.agents.echo import EchoAgent
+
+    client = await serve(EchoAgent(), media_dir=tmp_path)
+    files = [("files", ("photo.png", PNG, "image/png"))]
+    reply = await client.post("/v1/chat/completions", data={"message": "look"}, files=files)
+    assert reply.json()["choices"][0]["message"]["content"] == "look\n[received 0.png: image/png, 24 bytes]"
