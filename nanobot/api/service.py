@@ -52,7 +52,7 @@ from nanobot.api.request import (
     parse_chat_request,
     read_body,
 )
-from nanobot.api.sessions import SessionLocks
+from nanobot.api.sessions import SessionLocks, Sessions
 from nanobot.api.sse import ChunkFormat
 from nanobot.api.stream import ChatStream
 from nanobot.api.turns import AgentCancelled, Turns
@@ -89,6 +89,7 @@ class ServiceOptions(TypedDict, total=False):
     max_attachments: int
     allowed_hosts: Sequence[str]
     drain_timeout: float
+    sessions: Sessions | None
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -170,6 +171,7 @@ class ChatService:
         max_attachments: int = 64,
         allowed_hosts: Sequence[str] = (),
         drain_timeout: float = 30.0,
+        sessions: Sessions | None = None,
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -177,7 +179,8 @@ class ChatService:
         self._api_key = api_key.encode() if api_key else None
         self.ping_interval = ping_interval
         self.max_body_bytes = max_body_bytes
-        self.sessions = SessionLocks(max_session_queue)
+        #: Per-session turn order: this process's, unless a shared store is given (Redis).
+        self.sessions: Sessions = sessions if sessions is not None else SessionLocks(max_session_queue)
         self._clock = clock
         self._new_id = new_id
         self._context = _accepted_context(agent)
@@ -247,7 +250,7 @@ class ChatService:
             self._check_model(request.model)
             named = named_session(request, headers)
             if named is not None:
-                self.sessions.check(named)
+                await self.sessions.check(named)
             invoke = self._invoker(request, attachments, named, base["x-request-id"])
             hold = self.sessions.hold(named) if named is not None else _NO_HOLD
             if request.stream:
@@ -289,11 +292,14 @@ class ChatService:
         self.turns.stop_now()
 
     async def aclose(self) -> None:
-        """Shut the agent down, if it knows how."""
-        closer = getattr(self.agent, "aclose", None)
-        result = closer() if callable(closer) else None
-        if inspect.isawaitable(result):
-            await result
+        """Shut the agent down, if it knows how, then the session store."""
+        try:
+            closer = getattr(self.agent, "aclose", None)
+            result = closer() if callable(closer) else None
+            if inspect.isawaitable(result):
+                await result
+        finally:
+            await self.sessions.aclose()
 
     # -- pieces -------------------------------------------------------------------------------
 

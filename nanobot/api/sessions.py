@@ -7,6 +7,8 @@ nothing and the table never grows past the number of sessions in use.
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from nanobot.api.errors import Overloaded
 
@@ -19,6 +21,22 @@ class _Slot:
         self.users = 0
 
 
+class Sessions(Protocol):
+    """Where per-session turn order lives: this process (:class:`SessionLocks`) or a store
+    shared by every worker and host (``nanobot.api.redis_sessions.RedisSessions``)."""
+
+    async def check(self, key: str) -> None:
+        """Refuse (429 :class:`Overloaded`) a new turn on a session whose queue is full; 503
+        when the store cannot be reached. Called before any byte of the response."""
+
+    def hold(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Wait for the session's turn (in arrival order), then hold it for the ``async with``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the store holds (connections)."""
+
+
 class SessionLocks:
     """FIFO locks keyed by session, released when the last user leaves."""
 
@@ -29,7 +47,7 @@ class SessionLocks:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def check(self, key: str) -> None:
+    async def check(self, key: str) -> None:
         """Refuse a new turn on a session whose queue is already full."""
         slot = self._slots.get(key)
         if slot is not None and slot.users > self._max_waiting:
@@ -41,6 +59,9 @@ class SessionLocks:
     def hold(self, key: str) -> Hold:
         """Wait for the session's turn, then hold it for the body of the ``async with``."""
         return Hold(self._slots, key)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
 
 class Hold:
