@@ -17,11 +17,22 @@ from typing import Any
 
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
+from nanobot.api.access import JSONFormatter
 from nanobot.api.guard import is_loopback
 from nanobot.config import ConfigError, Settings, parse_args
 from nanobot.fdlimit import calm_resource_errors, raise_open_file_limit
 
 logger = logging.getLogger("nanobot")
+
+
+def configure_logging(settings: Settings) -> None:
+    """``--log-level`` and ``--log-format``: text lines, or one JSON object per line."""
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
 
 
 def build_agent(settings: Settings) -> Agent:
@@ -112,7 +123,9 @@ async def _serving_asgi(settings: Settings, agent: Agent, sock: socket.socket) -
     app = create_asgi_app(agent, **settings.service_options())
     config = uvicorn.Config(
         app,
-        log_level="warning",
+        log_config=None,  # our handler and format (text or JSON) for uvicorn's lines too
+        access_log=False,  # the core logs each request once
+        log_level="debug" if settings.log_level.lower() == "debug" else "warning",  # no start-up chatter
         lifespan="on",
         timeout_graceful_shutdown=5,
         **uvicorn_options(settings.head_limits()),
@@ -172,7 +185,7 @@ async def _serve(settings: Settings, agent: Agent, sock: socket.socket, fd_limit
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request otherwise
     calm_resource_errors()
     fd_limit = raise_open_file_limit()

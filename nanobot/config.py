@@ -51,6 +51,11 @@ class Settings:
     cors_origin: tuple[str, ...] = ()
     app_dir: str = "."
     allow_unauthenticated: bool = False
+    max_streams: int = 0
+    max_pending: int = 0
+    metrics_public: bool = False
+    log_format: str = "text"
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,8 +80,15 @@ class Settings:
         for name in ("max_header_size", "max_headers", "header_timeout", "max_messages", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        if self.max_attachments < 0:
-            raise ConfigError("max_attachments must not be negative")
+        for name in ("max_attachments", "max_streams", "max_pending"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS).lower()}, not {self.log_level!r}"
+            )
         if self.max_media_bytes <= 0:
             raise ConfigError("max_media_bytes must be positive")
         if self.history_max_messages < 2:
@@ -109,6 +121,9 @@ class Settings:
             "max_attachments": self.max_attachments,
             "drain_timeout": self.drain_timeout,
             "allowed_hosts": self.allowed_host,
+            "max_streams": self.max_streams,
+            "max_pending": self.max_pending,
+            "metrics_public": self.metrics_public,
         }
 
     def head_limits(self) -> HeadLimits:
@@ -117,6 +132,8 @@ class Settings:
 
 
 STACKS = ("aiohttp", "asgi")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Settings only the ``openai`` agent reads: given with another agent, they are an error.
 OPENAI_ONLY = (
     "upstream_url",
@@ -159,6 +176,11 @@ HELP = {
     "keep_media": "keep a turn's media files after the turn instead of removing them",
     "app_dir": "folder searched first for a 'module:attribute' agent, as uvicorn's --app-dir",
     "allow_unauthenticated": "serve a non-loopback --host without --api-key (a trusted network only)",
+    "max_streams": "streaming turns open at once in a process; past it 503 before any byte (0: no limit)",
+    "max_pending": "turns waiting for their session in a process; past it 503 (0: no limit)",
+    "metrics_public": "serve /metrics without the API key (a scraper on a private network)",
+    "log_format": "log lines as 'text' or 'json' (one object per line)",
+    "log_level": "debug, info, warning or error; info logs one line per request",
     "cors_origin": "allow browser calls from this origin (repeatable; '*' for any; env: comma-separated)",
 }
 
@@ -180,6 +202,9 @@ def _origins(raw: str) -> tuple[str, ...]:
 KINDS: dict[str, Callable[[str], Any]] = {
     "keep_media": _flag,
     "allow_unauthenticated": _flag,
+    "metrics_public": _flag,
+    "max_streams": int,
+    "max_pending": int,
     "cors_origin": _origins,
     "allowed_host": _origins,
     "body_timeout": float,
@@ -228,13 +253,13 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
         default = getattr(base, field.name)
         shown = "" if field.name in SECRETS or default is None else f"; default: {default!r}"
         described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
-        if field.name in ("keep_media", "allow_unauthenticated"):
+        if field.name in ("keep_media", "allow_unauthenticated", "metrics_public"):
             serve.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=described)
         elif field.name in REPEATABLE:
             serve.add_argument(flag, action="append", default=None, help=described)
         else:
             kind = KINDS.get(field.name, str)
-            choices = STACKS if field.name == "stack" else None
+            choices = {"stack": STACKS, "log_format": LOG_FORMATS}.get(field.name)
             serve.add_argument(flag, type=kind, default=default, choices=choices, help=described)
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in fields(Settings)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -342,3 +343,16 @@ def test_uvicorn_serves_the_installed_app_from_any_folder(tmp_path: Path) -> Non
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
+def test_json_logs_give_one_object_per_request(stack: str) -> None:
+    with launched("--stack", stack, "--log-format", "json") as (process, url):
+        httpx.post(f"{url}/v1/chat/completions", json=BODY, headers={"X-Request-Id": "rid-7"}, timeout=10)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("logger") == "nanobot.access"]
+    assert len(access) == 1, output
+    assert access[0]["request_id"] == "rid-7" and access[0]["status"] == 200 and access[0]["tokens"] == 3
+    assert "hello" not in output.split("\n", 2)[-1]  # the prompt is in no log line (only the banner)

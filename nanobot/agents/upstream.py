@@ -34,6 +34,7 @@ import orjson
 from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, error_detail, too_large
 from nanobot.api.completion import Usage
 from nanobot.api.errors import AgentTimeout, APIError, InvalidRequest, RateLimited, UpstreamFailed
+from nanobot.api.metrics import UPSTREAM_FAILURES, UPSTREAM_TIME
 
 logger = logging.getLogger("nanobot.agents.upstream")
 
@@ -125,6 +126,7 @@ class Upstream:
             "stream_options": {"include_usage": True},
         }
         headers = {"X-Request-Id": request_id} if request_id else None
+        started = time.perf_counter()
         try:
             async with self._client().post(
                 self.endpoint, data=orjson.dumps(body), headers=headers
@@ -133,7 +135,14 @@ class Upstream:
                     raise await self._refusal(response)
                 return await self._read(response, on_delta)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._fault(exc) from exc
+            error = self._fault(exc)
+            UPSTREAM_FAILURES.labels(error.code or "upstream_error").inc()
+            raise error from exc
+        except APIError as exc:
+            UPSTREAM_FAILURES.labels(exc.code or "upstream_error").inc()
+            raise
+        finally:
+            UPSTREAM_TIME.observe(time.perf_counter() - started)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -54,6 +54,9 @@ def create_asgi_app(
     async def model(request: Request) -> Response:
         return _respond(service.get_model(request.headers, request.path_params["model_id"]))
 
+    async def metrics(request: Request) -> Response:
+        return _respond(service.metrics(request.headers))
+
     async def health(request: Request) -> Response:
         return _respond(service.health(request.headers))
 
@@ -84,6 +87,7 @@ def create_asgi_app(
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={404: http_error, 405: http_error},
@@ -133,11 +137,32 @@ class Shortcuts:
             if scope["method"] == "POST" and _route_path(scope) == "/v1/chat/completions":
                 await self._chat(scope, receive, send)
                 return
-            if scope["method"] == "OPTIONS":
-                reply = self._service.preflight(Headers(scope=scope), scope["path"])
-                await _respond(reply)(scope, receive, send)
-                return
+            await self._other(scope, receive, send)
+            return
         await self._app(scope, receive, send)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Any route but chat, logged and counted here (the core logs a chat turn at its end)."""
+        client = scope.get("client")
+        headers = Headers(scope=scope)
+        access = self._service.access(
+            scope["method"], _route_path(scope), headers, client[0] if client else None
+        )
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if scope["method"] == "OPTIONS":
+                await _respond(self._service.preflight(headers, scope["path"]))(scope, receive, sending)
+            else:
+                await self._app(scope, receive, sending)
+        finally:
+            access.done(status)
 
 
 def _route_path(scope: Scope) -> str:
@@ -151,7 +176,7 @@ def _respond(reply: JSONReply, extra: dict[str, str] | None = None) -> Response:
     headers = {**reply.headers, **extra} if extra else reply.headers
     if reply.status == 204:
         return Response(status_code=204, headers=headers)
-    return Response(reply.body, reply.status, headers, media_type="application/json")
+    return Response(reply.body, reply.status, headers, media_type=reply.content_type)
 
 
 def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -230,9 +255,13 @@ class ChatEndpoint:
         headers = Headers(scope=scope)
         length = headers.get("content-length")
         declared = int(length) if length and length.isascii() and length.isdigit() else None
-        server = scope.get("server")
+        server, client = scope.get("server"), scope.get("client")
         reply = await self._service.chat(
-            headers, inbox.body(), declared, local_address=server[0] if server else None
+            headers,
+            inbox.body(),
+            declared,
+            local_address=server[0] if server else None,
+            client=client[0] if client else None,
         )
         if isinstance(reply, StreamReply):
             await _send_stream(reply, send)
@@ -241,7 +270,7 @@ class ChatEndpoint:
 
 
 async def _send_json(reply: JSONReply, send: Send) -> None:
-    headers = _raw_headers({**reply.headers, "content-type": "application/json"})
+    headers = _raw_headers({**reply.headers, "content-type": reply.content_type})
     headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
@@ -249,13 +278,12 @@ async def _send_json(reply: JSONReply, send: Send) -> None:
 
 async def _send_stream(reply: StreamReply, send: Send) -> None:
     start = {"type": "http.response.start", "status": 200, "headers": _raw_headers(reply.headers)}
-    await send(start)
 
     async def write(data: bytes) -> None:
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
     try:
-        if await reply.write_to(write):
+        if await reply.write_to(write, start=lambda: send(start)):
             await send({"type": "http.response.body", "body": b""})
         # else: the client is gone or stopped reading; returning unfinished makes the server drop it
     except OSError:

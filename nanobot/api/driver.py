@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from nanobot.api.access import Access
 from nanobot.api.completion import Reply, read_reply
 from nanobot.api.errors import AgentFailed, AgentTimeout, APIError, TurnStopped, from_agent_exception
+from nanobot.api.metrics import StreamMeter
 from nanobot.api.output import ClientGone, Output
 from nanobot.api.stream import ChatStream, Failure, Finish, TextDelta
 from nanobot.api.turns import AgentCancelled, Turns
@@ -79,10 +81,13 @@ async def stream_turn(
     hold: AbstractAsyncContextManager[None],
     timeout: float | None,
     turns: Turns,
+    access: Access,
 ) -> None:
     """Run a turn in this task, writing its SSE bytes to ``output`` as the agent speaks."""
     text = stream.text
     send = output.send
+    meter = StreamMeter(access.arrived)
+    token = meter.token
 
     async def on_stream(delta: str) -> None:
         if delta.__class__ is not str:
@@ -90,20 +95,45 @@ async def stream_turn(
                 f"The agent streamed a {type(delta).__name__}; tokens must be str.", code="agent_contract"
             )
         if delta:
+            token()
             await send(text(delta))
 
+    outcome = "disconnected"  # unless the turn gets further
     try:
-        reply = await run_turn(
-            invoke, hold=hold, timeout=timeout, turns=turns, on_stream=on_stream, on_stream_end=_segment_end
-        )
-    except APIError as exc:
-        tail = stream.send(Failure(exc))
-    except AgentCancelled:
+        try:
+            reply = await run_turn(
+                invoke,
+                hold=hold,
+                timeout=timeout,
+                turns=turns,
+                on_stream=on_stream,
+                on_stream_end=_segment_end,
+            )
+        except APIError as exc:
+            outcome = outcome_of(exc)
+            tail = stream.send(Failure(exc))
+        except AgentCancelled:
+            if output.broken:
+                raise ClientGone("the client is gone") from None
+            logger.warning("the agent's turn raised CancelledError of its own")
+            outcome = "failed"
+            tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
+        else:
+            outcome = "completed"
+            head = b"" if stream.sent_text else stream.send(TextDelta(reply.text or EMPTY_REPLY))
+            tail = head + stream.send(Finish(reply.usage, reply.finish_reason))
+        await output.close(tail)
+    finally:
         if output.broken:
-            raise ClientGone("the client is gone") from None
-        logger.warning("the agent's turn raised CancelledError of its own")
-        tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
-    else:
-        head = b"" if stream.sent_text else stream.send(TextDelta(reply.text or EMPTY_REPLY))
-        tail = head + stream.send(Finish(reply.usage, reply.finish_reason))
-    await output.close(tail)
+            outcome = "stalled" if output.stalled else "disconnected"
+        meter.close(outcome)
+        access.done(200, ttft=meter.first_token, tokens=meter.tokens, outcome=outcome)
+
+
+def outcome_of(error: APIError) -> str:
+    """How a failed turn is counted in ``nanobot_turns``."""
+    if isinstance(error, TurnStopped):
+        return "stopped"
+    if isinstance(error, AgentTimeout):
+        return "timeout"
+    return "failed"

@@ -136,6 +136,17 @@ class ShuttingDown(APIError):
         return {"Retry-After": "1", **super().headers()}
 
 
+class ServerOverloaded(APIError):
+    """Past ``max_streams`` or ``max_pending``: refused before any byte of a stream."""
+
+    status = 503
+    type = "server_error"
+    default_code = "overloaded"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1", **super().headers()}
+
+
 class TurnStopped(ShuttingDown):
     """A turn still running when the drain time ran out."""
 

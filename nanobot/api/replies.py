@@ -14,11 +14,12 @@ logger = logging.getLogger("nanobot.api")
 
 @dataclass(frozen=True, slots=True)
 class JSONReply:
-    """A complete response: status, headers and a JSON body (empty for 204)."""
+    """A complete response: status, headers and a body, JSON unless said (empty for 204)."""
 
     status: int
     headers: dict[str, str]
     body: bytes
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +33,25 @@ class StreamReply:
     run: Callable[[Output], Awaitable[None]]
     ping_interval: float = 0.0
     write_timeout: float | None = None
+    #: Frees what admitting this stream took (its place under ``max_streams``); runs once, when
+    #: ``write_to`` ends, however it ends.
+    release: Callable[[], None] | None = None
 
-    async def write_to(self, write: Write) -> bool:
-        """Run the turn, writing every chunk with ``write``; cancel this task to cancel the turn.
+    async def write_to(self, write: Write, start: Callable[[], Awaitable[object]] | None = None) -> bool:
+        """Send the headers with ``start``, then run the turn, writing every chunk with ``write``;
+        cancel this task to cancel the turn. The adapter calls this at once after ``chat``
+        returned the reply (no await between), so the admission is always released.
 
         Returns ``False`` when the client can no longer be written to (a write failed, or one
         write waited ``write_timeout`` seconds on a client that stopped reading): the adapter
         should then drop the connection.
         """
+        try:
+            if start is not None:
+                await start()
+        except BaseException:
+            self._release()
+            raise
         output = Output(write, ping_interval=self.ping_interval, write_timeout=self.write_timeout)
         try:
             await self.run(output)
@@ -47,6 +59,7 @@ class StreamReply:
             if not output.broken or _uncancel(output):
                 raise  # cancelled from outside (a disconnect, a shutdown), maybe as well
         finally:
+            self._release()
             await output.aclose()
         if not output.broken:
             return True
@@ -54,6 +67,10 @@ class StreamReply:
         if output.stalled:
             logger.warning("client stopped reading for %s s; stream dropped", output.write_timeout)
         return False
+
+    def _release(self) -> None:
+        if self.release is not None:
+            self.release()
 
 
 def _uncancel(output: Output) -> int:

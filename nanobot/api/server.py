@@ -64,6 +64,7 @@ def create_app(
     app.router.add_get("/v1/models/{model_id:.+}", _model)
     app.router.add_get("/health", _health)
     app.router.add_get("/openapi.json", _openapi)
+    app.router.add_get("/metrics", _metrics)
 
     async def drain(app: web.Application) -> None:
         await app[SERVICE].drain()  # the sites are closed; open turns get the drain time
@@ -80,14 +81,13 @@ def _respond(reply: JSONReply) -> web.Response:
     if reply.status == 204:
         return web.Response(status=204, headers=reply.headers)
     return web.Response(
-        status=reply.status, body=reply.body, headers=reply.headers, content_type="application/json"
+        status=reply.status, body=reply.body, headers={**reply.headers, "Content-Type": reply.content_type}
     )
 
 
 async def _stream(request: web.Request, reply: StreamReply) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=reply.headers)
-    await response.prepare(request)
-    if not await reply.write_to(response.write):
+    if not await reply.write_to(response.write, start=lambda: response.prepare(request)):
         if request.transport is not None:
             request.transport.abort()  # a client that stopped reading would stall write_eof too
         raise ConnectionResetError("client stopped reading")
@@ -111,6 +111,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         _body(request),
         request.content_length,
         local_address=sockname[0] if sockname else None,
+        client=request.remote,
     )
     if isinstance(reply, StreamReply):
         return await _stream(request, reply)
@@ -127,6 +128,10 @@ async def _model(request: web.Request) -> web.StreamResponse:
 
 async def _health(request: web.Request) -> web.StreamResponse:
     return _respond(request.app[SERVICE].health(request.headers))
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    return _respond(request.app[SERVICE].metrics(request.headers))
 
 
 async def _openapi(request: web.Request) -> web.StreamResponse:
@@ -152,16 +157,25 @@ _CLIENT_FAULTS = _ClientFaults()
 
 @web.middleware
 async def _route(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CORS preflights, and OpenAI error JSON for unknown routes and methods."""
+    """CORS preflights, OpenAI error JSON for unknown routes and methods, and the request log
+    of every route but chat (the core logs a chat turn when it ends)."""
+    if request.method == "POST" and request.path == "/v1/chat/completions":
+        return await handler(request)
+    service = request.app[SERVICE]
+    access = service.access(request.method, request.path, request.headers, request.remote)
+    response = await _other(request, handler, service)
+    access.done(response.status)
+    return response
+
+
+async def _other(request: web.Request, handler: Handler, service: ChatService) -> web.StreamResponse:
     if request.method == "OPTIONS":
-        return _respond(request.app[SERVICE].preflight(request.headers, request.path))
+        return _respond(service.preflight(request.headers, request.path))
     try:
         return await handler(request)
     except web.HTTPNotFound:
-        service = request.app[SERVICE]
         return _respond(service.not_found(request.headers, request.method, request.path))
     except web.HTTPMethodNotAllowed as exc:
-        service = request.app[SERVICE]
         response = _respond(service.method_not_allowed(request.headers, request.method, request.path))
         response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
         return response

@@ -23,9 +23,10 @@ from typing import Any, TypedDict
 import orjson
 
 from nanobot.agents import Agent
+from nanobot.api.access import Access, route_of
 from nanobot.api.completion import Reply, completion_body, read_reply
 from nanobot.api.cors import CORSPolicy
-from nanobot.api.driver import EMPTY_REPLY, Invoke, OnStream, OnStreamEnd, run_turn, stream_turn
+from nanobot.api.driver import EMPTY_REPLY, Invoke, OnStream, OnStreamEnd, outcome_of, run_turn, stream_turn
 from nanobot.api.errors import (
     AgentFailed,
     APIError,
@@ -36,12 +37,14 @@ from nanobot.api.errors import (
     ModelNotFound,
     NotFound,
     RequestTimeout,
+    ServerOverloaded,
     ShuttingDown,
     UnsupportedMediaType,
 )
 from nanobot.api.form import parse_form
 from nanobot.api.guard import BrowserGuard
 from nanobot.api.media import Attachment, MediaStore
+from nanobot.api.metrics import end_turn, exposition
 from nanobot.api.openapi import openapi_document
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.request import (
@@ -59,6 +62,7 @@ from nanobot.api.turns import AgentCancelled, Turns
 
 logger = logging.getLogger("nanobot.api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+CHAT_PATH = "/v1/chat/completions"
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -90,6 +94,9 @@ class ServiceOptions(TypedDict, total=False):
     allowed_hosts: Sequence[str]
     drain_timeout: float
     sessions: Sessions | None
+    max_streams: int | None
+    max_pending: int | None
+    metrics_public: bool
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -102,6 +109,26 @@ def _new_id() -> str:
 
 
 _NO_HOLD: AbstractAsyncContextManager[None] = nullcontext()
+
+
+class _Waiting:
+    """A session hold that counts its turn in ``service.pending`` while it waits."""
+
+    __slots__ = ("_hold", "_service")
+
+    def __init__(self, service: ChatService, hold: AbstractAsyncContextManager[None]) -> None:
+        self._service = service
+        self._hold = hold
+
+    async def __aenter__(self) -> None:
+        self._service.pending += 1
+        try:
+            await self._hold.__aenter__()
+        finally:
+            self._service.pending -= 1
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._hold.__aexit__(*exc_info)
 
 
 def _is_form(content_type: str) -> bool:
@@ -172,6 +199,9 @@ class ChatService:
         allowed_hosts: Sequence[str] = (),
         drain_timeout: float = 30.0,
         sessions: Sessions | None = None,
+        max_streams: int | None = None,
+        max_pending: int | None = None,
+        metrics_public: bool = False,
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -196,9 +226,29 @@ class ChatService:
         self.limits = Limits(max_messages=max_messages, max_images=max_attachments)
         self.turns = Turns()
         self.drain_timeout = drain_timeout
+        self.max_streams = max_streams or None  # 0: no limit
+        self.max_pending = max_pending or None
+        self.metrics_public = metrics_public
+        self.streams = 0  #: streaming turns admitted and not yet ended
+        self.pending = 0  #: turns waiting for their session
         self._openapi = orjson.dumps(openapi_document(model_name))
 
     # -- routes -------------------------------------------------------------------------------
+
+    def metrics(self, headers: Mapping[str, str]) -> JSONReply:
+        """Prometheus text: behind the API key unless ``metrics_public``."""
+        base = self.reply_headers(headers)
+        try:
+            if not self.metrics_public:
+                self.authorize(headers)
+        except APIError as exc:
+            return self.error(exc, base)
+        body, content_type = exposition()
+        return JSONReply(200, base, body, content_type)
+
+    def access(self, method: str, path: str, headers: Mapping[str, str], client: str | None) -> Access:
+        """The log line and count of a request to a route other than chat (adapters call it)."""
+        return Access(method, path, route_of(path), headers.get("x-request-id") or "-", client)
 
     def health(self, headers: Mapping[str, str]) -> JSONReply:
         """200 ``ok``; 503 ``draining`` once shutdown began, so a load balancer stops sending."""
@@ -230,12 +280,29 @@ class ChatService:
         content_length: int | None,
         *,
         local_address: str | None = None,
+        client: str | None = None,
     ) -> JSONReply | StreamReply:
         """``POST /v1/chat/completions``: validate, then stream or complete the turn.
 
-        ``local_address`` is the address the connection came in on (for the rebinding guard).
+        ``local_address`` is the address the connection came in on (for the rebinding guard),
+        ``client`` the peer's (for the request log).
         """
         base = self.reply_headers(headers)
+        access = Access("POST", CHAT_PATH, CHAT_PATH, base["x-request-id"], client)
+        reply = await self._chat(headers, body, content_length, local_address, base, access)
+        if isinstance(reply, JSONReply):
+            access.done(reply.status)
+        return reply
+
+    async def _chat(
+        self,
+        headers: Mapping[str, str],
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+        local_address: str | None,
+        base: dict[str, str],
+        access: Access,
+    ) -> JSONReply | StreamReply:
         try:
             self.authorize(headers)
             self.guard.check(headers, local_address)
@@ -248,14 +315,15 @@ class ChatService:
             else:
                 request, attachments = self._parse(raw, headers, form)
             self._check_model(request.model)
-            named = named_session(request, headers)
+            named = access.session = named_session(request, headers)
             if named is not None:
+                self._check_pending()
                 await self.sessions.check(named)
             invoke = self._invoker(request, attachments, named, base["x-request-id"])
-            hold = self.sessions.hold(named) if named is not None else _NO_HOLD
+            hold = _Waiting(self, self.sessions.hold(named)) if named is not None else _NO_HOLD
             if request.stream:
-                return self._stream(request, hold, invoke, base)
-            return await self._complete(hold, invoke, base)
+                return self._stream(request, hold, invoke, base, access)
+            return await self._complete(hold, invoke, base, access)
         except APIError as exc:
             return self.error(exc, base)
         except Exception:  # a bug of ours: still an OpenAI error, never a bare traceback page
@@ -416,6 +484,7 @@ class ChatService:
         hold: AbstractAsyncContextManager[None],
         invoke: Invoke,
         base: dict[str, str],
+        access: Access,
     ) -> StreamReply:
         chunk_format = ChunkFormat(
             f"chatcmpl-{self._new_id()}",
@@ -430,16 +499,44 @@ class ChatService:
             hold=hold,
             timeout=self.request_timeout,
             turns=self.turns,
+            access=access,
         )
-        return StreamReply({**STREAM_HEADERS, **base}, run, self.ping_interval, self.write_timeout)
+        self._admit_stream()
+        return StreamReply(
+            {**STREAM_HEADERS, **base}, run, self.ping_interval, self.write_timeout, self._stream_ended
+        )
+
+    def _admit_stream(self) -> None:
+        if self.max_streams is not None and self.streams >= self.max_streams:
+            raise ServerOverloaded(
+                f"The server has {self.streams} streams open, its limit; try again shortly."
+            )
+        self.streams += 1
+
+    def _stream_ended(self) -> None:
+        self.streams -= 1
+
+    def _check_pending(self) -> None:
+        if self.max_pending is not None and self.pending >= self.max_pending:
+            raise ServerOverloaded(
+                f"{self.pending} turns are waiting for their sessions, the server's limit; try again shortly."
+            )
 
     async def _complete(
-        self, hold: AbstractAsyncContextManager[None], invoke: Invoke, base: dict[str, str]
+        self, hold: AbstractAsyncContextManager[None], invoke: Invoke, base: dict[str, str], access: Access
     ) -> JSONReply:
+        outcome = "disconnected"  # unless the turn gets further
         try:
             reply = await run_turn(invoke, hold=hold, timeout=self.request_timeout, turns=self.turns)
+            outcome = "completed"
         except AgentCancelled:
+            outcome = "failed"
             raise AgentFailed("The agent's turn was cancelled.") from None
+        except APIError as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            end_turn(outcome, time.perf_counter() - access.arrived)
         body = completion_body(
             reply if reply.text else replace(reply, text=EMPTY_REPLY),
             completion_id=f"chatcmpl-{self._new_id()}",
