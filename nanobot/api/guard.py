@@ -9,11 +9,22 @@ explicitly allowed host (a reverse proxy that keeps the client's ``Host`` must l
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
 
 from nanobot.api.cors import CORSPolicy
 from nanobot.api.errors import Forbidden, MisdirectedRequest
+
+
+def key_matches(token: str, key: bytes) -> bool:
+    """Constant-time compare, whichever way the stack decoded the header (UTF-8 or latin-1)."""
+    as_utf8 = hmac.compare_digest(token.encode("utf-8", "surrogateescape"), key)
+    try:
+        as_latin1 = hmac.compare_digest(token.encode("latin-1"), key)
+    except UnicodeEncodeError:
+        as_latin1 = False
+    return as_utf8 | as_latin1
 
 
 def is_loopback(host: str) -> bool:

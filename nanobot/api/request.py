@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.errors import InvalidRequest, PayloadTooLarge
+from nanobot.api.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -127,6 +127,23 @@ def _check_size(body: bytes, limits: Limits) -> None:
             param="messages",
             code="request_too_complex",
         )
+
+
+JSON_TYPES = ("application/json",)
+
+
+def is_form(content_type: str) -> bool:
+    """Whether the body is a multipart form (else JSON); any other type is refused with 415."""
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        return True
+    if kind in JSON_TYPES or (kind.startswith("application/") and kind.endswith("+json")):
+        return False
+    raise UnsupportedMediaType(
+        f"Send the request as 'Content-Type: application/json' (or multipart/form-data), "
+        f"not {content_type or 'no Content-Type'!r}.",
+        param="content-type",
+    )
 
 
 def parse_chat_request(body: bytes, limits: Limits = Limits(), *, relays: bool = False) -> ChatRequest:

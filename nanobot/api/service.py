@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import inspect
 import itertools
 import logging
@@ -24,9 +23,9 @@ import orjson
 
 from nanobot.agents import Agent
 from nanobot.api.access import Access, route_of
-from nanobot.api.completion import Reply, completion_body, read_reply
+from nanobot.api.completion import completion_body
 from nanobot.api.cors import CORSPolicy
-from nanobot.api.driver import EMPTY_REPLY, Invoke, OnStream, OnStreamEnd, outcome_of, run_turn, stream_turn
+from nanobot.api.driver import EMPTY_REPLY, Invoke, outcome_of, run_turn, stream_turn
 from nanobot.api.errors import (
     AgentFailed,
     APIError,
@@ -39,23 +38,23 @@ from nanobot.api.errors import (
     RequestTimeout,
     ServerOverloaded,
     ShuttingDown,
-    UnsupportedMediaType,
 )
 from nanobot.api.form import parse_form
-from nanobot.api.guard import BrowserGuard
+from nanobot.api.guard import BrowserGuard, key_matches
+from nanobot.api.invocation import AgentCaller
 from nanobot.api.media import Attachment, MediaStore
 from nanobot.api.metrics import end_turn, exposition
 from nanobot.api.openapi import openapi_document
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.request import (
-    DEFAULT_SESSION,
     ChatRequest,
     Limits,
+    is_form,
     named_session,
     parse_chat_request,
     read_body,
 )
-from nanobot.api.sessions import SessionLocks, Sessions
+from nanobot.api.sessions import Counted, SessionLocks, Sessions, Waiting
 from nanobot.api.sse import ChunkFormat
 from nanobot.api.stream import ChatStream
 from nanobot.api.turns import AgentCancelled, Turns
@@ -68,11 +67,8 @@ STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
-#: Keyword arguments handed to agents whose ``process_direct`` accepts them.
-CONTEXT_KWARGS = ("messages", "request_id", "stateless", "options")
 #: Bodies larger than this are parsed in a worker thread, so a huge request never holds the loop.
 PARSE_INLINE_LIMIT = 256 * 1024
-JSON_TYPES = ("application/json",)
 
 
 class ServiceOptions(TypedDict, total=False):
@@ -109,67 +105,6 @@ def _new_id() -> str:
 
 
 _NO_HOLD: AbstractAsyncContextManager[None] = nullcontext()
-
-
-class _Waiting:
-    """A session hold that counts its turn in ``service.pending`` while it waits."""
-
-    __slots__ = ("_hold", "_service")
-
-    def __init__(self, service: ChatService, hold: AbstractAsyncContextManager[None]) -> None:
-        self._service = service
-        self._hold = hold
-
-    async def __aenter__(self) -> None:
-        self._service.pending += 1
-        try:
-            await self._hold.__aenter__()
-        finally:
-            self._service.pending -= 1
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._hold.__aexit__(*exc_info)
-
-
-def _is_form(content_type: str) -> bool:
-    """Whether the body is a multipart form (else JSON); any other type is refused with 415."""
-    kind = content_type.partition(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        return True
-    if kind in JSON_TYPES or (kind.startswith("application/") and kind.endswith("+json")):
-        return False
-    raise UnsupportedMediaType(
-        f"Send the request as 'Content-Type: application/json' (or multipart/form-data), "
-        f"not {content_type or 'no Content-Type'!r}.",
-        param="content-type",
-    )
-
-
-def _key_matches(token: str, key: bytes) -> bool:
-    """Constant-time compare, whichever way the stack decoded the header (UTF-8 or latin-1)."""
-    as_utf8 = hmac.compare_digest(token.encode("utf-8", "surrogateescape"), key)
-    try:
-        as_latin1 = hmac.compare_digest(token.encode("latin-1"), key)
-    except UnicodeEncodeError:
-        as_latin1 = False
-    return as_utf8 | as_latin1
-
-
-def _parameters(agent: Agent) -> list[inspect.Parameter]:
-    try:
-        return list(inspect.signature(agent.process_direct).parameters.values())
-    except (TypeError, ValueError):
-        return []
-
-
-def _named_parameters(agent: Agent) -> frozenset[str]:
-    return frozenset(p.name for p in _parameters(agent) if p.kind is not inspect.Parameter.VAR_KEYWORD)
-
-
-def _accepted_context(agent: Agent) -> frozenset[str]:
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _parameters(agent)):
-        return frozenset(CONTEXT_KWARGS)
-    return _named_parameters(agent) & frozenset(CONTEXT_KWARGS)
 
 
 class ChatService:
@@ -213,12 +148,8 @@ class ChatService:
         self.sessions: Sessions = sessions if sessions is not None else SessionLocks(max_session_queue)
         self._clock = clock
         self._new_id = new_id
-        self._context = _accepted_context(agent)
-        self._prepare = prepare_agent
-        #: The agent names ``options`` itself (not just ``**kwargs``): it relays sampling fields,
-        #: so a non-text ``response_format`` is its upstream's to judge, not refused here.
-        self._relays = "options" in _named_parameters(agent)
         self.media = MediaStore(media_dir, max_bytes=max_media_bytes, keep=keep_media)
+        self._caller = AgentCaller(agent, self.media, prepare_agent)
         self.cors = CORSPolicy(cors_origins)
         self.guard = BrowserGuard(enabled=self._api_key is None, cors=self.cors, allowed_hosts=allowed_hosts)
         self.write_timeout = write_timeout if write_timeout > 0 else None
@@ -230,7 +161,7 @@ class ChatService:
         self.max_pending = max_pending or None
         self.metrics_public = metrics_public
         self.streams = 0  #: streaming turns admitted and not yet ended
-        self.pending = 0  #: turns waiting for their session
+        self.waiting = Waiting()  #: turns waiting for their session
         self._openapi = orjson.dumps(openapi_document(model_name))
 
     # -- routes -------------------------------------------------------------------------------
@@ -308,7 +239,7 @@ class ChatService:
             self.guard.check(headers, local_address)
             if self.turns.draining:
                 raise ShuttingDown("The server is shutting down; try again shortly.")
-            form = _is_form(headers.get("content-type", ""))
+            form = is_form(headers.get("content-type", ""))
             raw = await self._read(body, content_length)
             if len(raw) > PARSE_INLINE_LIMIT:
                 request, attachments = await asyncio.to_thread(self._parse, raw, headers, form)
@@ -319,8 +250,8 @@ class ChatService:
             if named is not None:
                 self._check_pending()
                 await self.sessions.check(named)
-            invoke = self._invoker(request, attachments, named, base["x-request-id"])
-            hold = _Waiting(self, self.sessions.hold(named)) if named is not None else _NO_HOLD
+            invoke = self._caller.invoker(request, attachments, named, base["x-request-id"])
+            hold = Counted(self.sessions.hold(named), self.waiting) if named is not None else _NO_HOLD
             if request.stream:
                 return self._stream(request, hold, invoke, base, access)
             return await self._complete(hold, invoke, base, access)
@@ -381,7 +312,7 @@ class ChatService:
         if self._api_key is None:
             return
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not _key_matches(token.strip(), self._api_key):
+        if scheme.lower() != "bearer" or not key_matches(token.strip(), self._api_key):
             raise AuthenticationFailed("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
 
     def error(self, exc: APIError, base: dict[str, str]) -> JSONReply:
@@ -423,60 +354,10 @@ class ChatService:
         """A JSON body, or a multipart form; inline images of the new message are checked here."""
         if form:
             return parse_form(raw, headers["content-type"], self.media, self.limits.max_images)
-        request = parse_chat_request(raw, self.limits, relays=self._relays)
+        request = parse_chat_request(raw, self.limits, relays=self._caller.relays)
         where = f"messages[{len(request.messages) - 1}].content"
         images = tuple(self.media.from_data_url(url, where) for url in request.prompt.images)
         return request, images
-
-    def _invoker(
-        self,
-        request: ChatRequest,
-        attachments: tuple[Attachment, ...],
-        named: str | None,
-        request_id: str,
-    ) -> Invoke:
-        """The agent call. A client that named no session gets ``api:default`` as the key (what
-        nanobot agents expect) and, for agents that take it, ``stateless=True``: the turn is
-        built only from what the client sent, and nothing is kept."""
-        prompt = request.prompt
-        session = named or DEFAULT_SESSION
-        context: dict[str, Any] = {}
-        if "messages" in self._context:
-            context["messages"] = [m.to_dict() for m in request.messages]
-        if "request_id" in self._context:
-            context["request_id"] = request_id
-        if "stateless" in self._context:
-            context["stateless"] = named is None
-        if "options" in self._context:
-            context["options"] = request.options
-
-        async def call(
-            media: list[str] | None, on_stream: OnStream | None, on_end: OnStreamEnd | None
-        ) -> Reply:
-            if self._prepare is not None:  # e.g. nanobot's MCP connector, inside the turn
-                prepared = self._prepare()
-                if inspect.isawaitable(prepared):
-                    await prepared
-            result = await self.agent.process_direct(
-                content=prompt.content,
-                session_key=session,
-                channel="api",
-                chat_id=session.removeprefix("api:"),
-                media=media,
-                on_stream=on_stream,
-                on_stream_end=on_end,
-                **context,
-            )
-            return read_reply(result, getattr(self.agent, "_last_usage", None))  # read before any await
-
-        if not attachments:
-            return functools.partial(call, None)
-
-        async def invoke(on_stream: OnStream | None, on_stream_end: OnStreamEnd | None) -> Any:
-            async with self.media.saved(attachments) as paths:
-                return await call(paths, on_stream, on_stream_end)
-
-        return invoke
 
     def _stream(
         self,
@@ -517,9 +398,9 @@ class ChatService:
         self.streams -= 1
 
     def _check_pending(self) -> None:
-        if self.max_pending is not None and self.pending >= self.max_pending:
+        if self.max_pending is not None and self.waiting.count >= self.max_pending:
             raise ServerOverloaded(
-                f"{self.pending} turns are waiting for their sessions, the server's limit; try again shortly."
+                f"{self.waiting.count} turns wait for their sessions, the server's limit; try again shortly."
             )
 
     async def _complete(

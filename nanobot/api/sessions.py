@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from nanobot.api.errors import Overloaded
 
@@ -62,6 +62,35 @@ class SessionLocks:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+class Waiting:
+    """How many turns wait for their session right now (for ``max_pending``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class Counted:
+    """A session hold that counts its turn in ``waiting`` while it waits."""
+
+    __slots__ = ("_hold", "_waiting")
+
+    def __init__(self, hold: AbstractAsyncContextManager[None], waiting: Waiting) -> None:
+        self._hold = hold
+        self._waiting = waiting
+
+    async def __aenter__(self) -> None:
+        self._waiting.count += 1
+        try:
+            await self._hold.__aenter__()
+        finally:
+            self._waiting.count -= 1
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._hold.__aexit__(*exc_info)
 
 
 class Hold:

@@ -1,0 +1,99 @@
+"""How the service calls an agent: the keyword arguments it takes, media, ``prepare_agent``.
+
+Extra context (``messages``, ``request_id``, ``stateless``, ``options``) goes only to agents
+whose ``process_direct`` accepts it, so an agent written for nanobot keeps working.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from nanobot.agents import Agent
+from nanobot.api.completion import Reply, read_reply
+from nanobot.api.driver import Invoke, OnStream, OnStreamEnd
+from nanobot.api.media import Attachment, MediaStore
+from nanobot.api.request import DEFAULT_SESSION, ChatRequest
+
+#: Keyword arguments handed to agents whose ``process_direct`` accepts them.
+CONTEXT_KWARGS = ("messages", "request_id", "stateless", "options")
+
+
+def _parameters(agent: Agent) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(agent.process_direct).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
+def named_parameters(agent: Agent) -> frozenset[str]:
+    """The parameters ``process_direct`` names itself (``**kwargs`` aside)."""
+    return frozenset(p.name for p in _parameters(agent) if p.kind is not inspect.Parameter.VAR_KEYWORD)
+
+
+def accepted_context(agent: Agent) -> frozenset[str]:
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _parameters(agent)):
+        return frozenset(CONTEXT_KWARGS)
+    return named_parameters(agent) & frozenset(CONTEXT_KWARGS)
+
+
+class AgentCaller:
+    """Builds each turn's call to ``agent``."""
+
+    def __init__(self, agent: Agent, media: MediaStore, prepare: Callable[[], object] | None) -> None:
+        self.agent = agent
+        self._media = media
+        self._prepare = prepare
+        self._context = accepted_context(agent)
+        #: The agent names ``options`` itself (not just ``**kwargs``): it relays sampling fields,
+        #: so a non-text ``response_format`` is its upstream's to judge, not refused here.
+        self.relays = "options" in named_parameters(agent)
+
+    def invoker(
+        self, request: ChatRequest, attachments: tuple[Attachment, ...], named: str | None, request_id: str
+    ) -> Invoke:
+        """The agent call. A client that named no session gets ``api:default`` as the key (what
+        nanobot agents expect) and, for agents that take it, ``stateless=True``: the turn is
+        built only from what the client sent, and nothing is kept."""
+        prompt = request.prompt
+        session = named or DEFAULT_SESSION
+        context: dict[str, Any] = {}
+        if "messages" in self._context:
+            context["messages"] = [m.to_dict() for m in request.messages]
+        if "request_id" in self._context:
+            context["request_id"] = request_id
+        if "stateless" in self._context:
+            context["stateless"] = named is None
+        if "options" in self._context:
+            context["options"] = request.options
+        agent, prepare = self.agent, self._prepare
+
+        async def call(
+            media: list[str] | None, on_stream: OnStream | None, on_end: OnStreamEnd | None
+        ) -> Reply:
+            if prepare is not None:  # e.g. nanobot's MCP connector, inside the turn
+                prepared = prepare()
+                if inspect.isawaitable(prepared):
+                    await prepared
+            result = await agent.process_direct(
+                content=prompt.content,
+                session_key=session,
+                channel="api",
+                chat_id=session.removeprefix("api:"),
+                media=media,
+                on_stream=on_stream,
+                on_stream_end=on_end,
+                **context,
+            )
+            return read_reply(result, getattr(agent, "_last_usage", None))  # read before any await
+
+        if not attachments:
+            return functools.partial(call, None)
+
+        async def invoke(on_stream: OnStream | None, on_stream_end: OnStreamEnd | None) -> Any:
+            async with self._media.saved(attachments) as paths:
+                return await call(paths, on_stream, on_stream_end)
+
+        return invoke
