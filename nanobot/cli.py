@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,10 +19,10 @@ from typing import Any
 
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
-from nanobot.api.access import JSONFormatter
 from nanobot.api.guard import is_loopback
 from nanobot.config import ConfigError, Settings, parse_args
 from nanobot.fdlimit import calm_resource_errors, raise_open_file_limit
+from nanobot.workers import Supervisor, metrics_dir, remove_metrics_dir
 
 logger = logging.getLogger("nanobot")
 
@@ -29,6 +31,8 @@ def configure_logging(settings: Settings) -> None:
     """``--log-level`` and ``--log-format``: text lines, or one JSON object per line."""
     handler = logging.StreamHandler()
     if settings.log_format == "json":
+        from nanobot.api.access import JSONFormatter  # imports prometheus-client: after metrics_dir
+
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -154,30 +158,46 @@ def _force_exit(signum: int, frame: FrameType | None) -> None:
     os._exit(128 + signum)
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event, *, worker: bool = False) -> None:
     """The first SIGINT or SIGTERM sets ``stop``; the next one forces an exit.
 
     The second is handled outside the event loop, so it works even while the loop is stuck.
+    A worker of ``--workers`` takes its orders from the supervisor alone: it ignores SIGINT
+    (Ctrl-C reaches the whole process group) and a SIGTERM repeated within a second of the first
+    (a service manager may signal every process of the group as the supervisor passes it on).
     """
     loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM,) if worker else (signal.SIGINT, signal.SIGTERM)
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def first(signum: int) -> None:
         stop.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        since = time.monotonic()
+        for sig in signals:
             loop.remove_signal_handler(sig)
-            signal.signal(sig, _force_exit)
+            signal.signal(sig, _force_exit if not worker else functools.partial(_forced_after, since))
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         loop.add_signal_handler(sig, first, sig)
 
 
-async def _serve(settings: Settings, agent: Agent, sock: socket.socket, fd_limit: tuple[int, int]) -> None:
+def _forced_after(since: float, signum: int, frame: FrameType | None) -> None:
+    """A worker's second SIGTERM: an echo of the first if it comes within a second."""
+    if time.monotonic() - since > 1.0:
+        _force_exit(signum, frame)
+
+
+async def _serve(
+    settings: Settings, agent: Agent, sock: socket.socket, fd_limit: tuple[int, int], *, worker: bool = False
+) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly (the agent's ``aclose`` runs)."""
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    _stop_on_signals(stop, worker=worker)
     serving = _serving_asgi if settings.stack == "asgi" else _serving_aiohttp
     async with serving(settings, agent, sock):
-        print(banner(settings, sock), flush=True)
+        if not worker:  # the supervisor prints it once for all workers
+            print(banner(settings, sock), flush=True)
         if fd_limit[1] != fd_limit[0]:
             logger.info("open-file limit raised from %d to %d", *fd_limit)
         await stop.wait()
@@ -185,19 +205,44 @@ async def _serve(settings: Settings, agent: Agent, sock: socket.socket, fd_limit
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
+    # Before prometheus-client is imported: with several workers, it reads the folder then.
+    folder = metrics_dir() if settings.workers > 1 else None
+    try:
+        return _main(settings)
+    finally:
+        remove_metrics_dir(folder)
+
+
+def _main(settings: Settings) -> int:
     configure_logging(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request otherwise
     calm_resource_errors()
     fd_limit = raise_open_file_limit()
     try:
         check_exposure(settings)
-        agent = build_agent(settings)
+        agent = build_agent(settings) if settings.workers == 1 else None
         sock = bind(settings)
     except (AgentLoadError, ConfigError, OSError) as exc:
         print(f"nanobot: {exc}", file=sys.stderr)
         return 2
-    _run(_serve(settings, agent, sock, fd_limit))
+    if agent is not None:
+        _run(_serve(settings, agent, sock, fd_limit))
+        code = 0
+    else:
+        print(banner(settings, sock) + f"\n({settings.workers} workers)", flush=True)
+        code = Supervisor(functools.partial(_worker, settings, fd_limit), sock, settings.workers).run()
     print("nanobot stopped", flush=True)
+    return code
+
+
+def _worker(settings: Settings, fd_limit: tuple[int, int], sock: socket.socket) -> int:
+    """One of ``--workers``: its own agent and loop on the shared socket."""
+    try:
+        agent = build_agent(settings)
+    except (AgentLoadError, ConfigError) as exc:
+        print(f"nanobot: {exc}", file=sys.stderr)
+        return 2
+    _run(_serve(settings, agent, sock, fd_limit, worker=True))
     return 0
 
 

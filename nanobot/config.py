@@ -7,7 +7,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nanobot.api.sessions import Sessions
 
 from nanobot.api.limits import HeadLimits
 
@@ -56,6 +59,8 @@ class Settings:
     metrics_public: bool = False
     log_format: str = "text"
     log_level: str = "info"
+    workers: int = 1
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +85,15 @@ class Settings:
         for name in ("max_header_size", "max_headers", "header_timeout", "max_messages", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                f"--workers {self.workers} needs --redis-url redis://HOST:PORT/DB: each worker would "
+                "otherwise keep its own sessions, and two turns of one session could run at once"
+            )
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"--redis-url must be a redis:// or rediss:// URL, not {self.redis_url!r}")
         for name in ("max_attachments", "max_streams", "max_pending"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
@@ -124,7 +138,16 @@ class Settings:
             "max_streams": self.max_streams,
             "max_pending": self.max_pending,
             "metrics_public": self.metrics_public,
+            "sessions": self.shared_sessions(),
         }
+
+    def shared_sessions(self) -> Sessions | None:
+        """Per-session turn order in Redis when ``--redis-url`` is set (made per process)."""
+        if not self.redis_url:
+            return None
+        from nanobot.api.redis_sessions import RedisSessions
+
+        return RedisSessions(self.redis_url, max_waiting=MAX_SESSION_QUEUE)
 
     def head_limits(self) -> HeadLimits:
         """Request head limits, enforced by the HTTP stack before a request reaches the app."""
@@ -132,6 +155,8 @@ class Settings:
 
 
 STACKS = ("aiohttp", "asgi")
+#: Turns queued per session before 429 (the service's default, shared through Redis).
+MAX_SESSION_QUEUE = 16
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Settings only the ``openai`` agent reads: given with another agent, they are an error.
@@ -181,6 +206,8 @@ HELP = {
     "metrics_public": "serve /metrics without the API key (a scraper on a private network)",
     "log_format": "log lines as 'text' or 'json' (one object per line)",
     "log_level": "debug, info, warning or error; info logs one line per request",
+    "workers": "processes serving the port (more than 1 needs --redis-url)",
+    "redis_url": "Redis shared by every worker and host: per-session turn order and queue limits",
     "cors_origin": "allow browser calls from this origin (repeatable; '*' for any; env: comma-separated)",
 }
 
@@ -204,6 +231,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "allow_unauthenticated": _flag,
     "metrics_public": _flag,
     "max_streams": int,
+    "workers": int,
     "max_pending": int,
     "cors_origin": _origins,
     "allowed_host": _origins,

@@ -1,0 +1,132 @@
+"""``nanobot serve --workers N``: N processes serving one listening socket, supervised together.
+
+The parent binds the socket, then forks the workers; the kernel spreads connections among the
+processes accepting on it. Each worker builds its own agent and serves exactly as a single
+``nanobot serve`` does (same stacks, limits, drain). The parent only supervises: a worker that
+dies is reported and replaced; the first SIGINT/SIGTERM is passed on to every worker, which
+drain, and the parent exits once all have; a second one kills them at once.
+
+Per-session order across workers needs a shared store: without ``--redis-url`` more than one
+worker is refused (``cli.check_workers``). Metrics from every worker are summed through
+``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless one is set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+logger = logging.getLogger("nanobot.workers")
+
+#: A worker that dies within this many seconds of starting is not restarted again at once.
+RESTART_BACKOFF = 1.0
+#: A worker's exit code when its agent cannot be built (as ``nanobot serve``'s own).
+CONFIG_ERROR = 2
+
+Serve = Callable[[socket.socket], int]
+
+
+class Supervisor:
+    """Starts ``count`` workers running ``serve(sock)`` and keeps them running until told to stop."""
+
+    def __init__(self, serve: Serve, sock: socket.socket, count: int) -> None:
+        self._serve = serve
+        self._sock = sock
+        self._count = count
+        self._context = multiprocessing.get_context("fork")
+        self._workers: dict[int, tuple[BaseProcess, float]] = {}
+        self._stopping = 0  # signals received
+
+    def run(self) -> int:
+        """Supervise until stopped; 0 when every worker ended cleanly after a signal."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for _ in range(self._count):
+                self._start()
+            return self._watch()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _start(self) -> None:
+        worker = self._context.Process(target=self._child, name="nanobot-worker", daemon=False)
+        worker.start()
+        assert worker.pid is not None
+        self._workers[worker.pid] = (worker, time.monotonic())
+        logger.info("worker %d started", worker.pid)
+
+    def _child(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)  # the worker's own loop installs its handlers
+        os._exit(self._serve(self._sock))
+
+    def _watch(self) -> int:
+        """Reap workers; replace the ones that die unasked; return when all have stopped."""
+        status = 0
+        while self._workers:
+            try:
+                pid, raw = os.waitpid(-1, 0)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+                continue
+            except ChildProcessError:
+                break
+            entry = self._workers.pop(pid, None)
+            if entry is None:
+                continue
+            code = os.waitstatus_to_exitcode(raw)
+            _forget(pid)
+            if self._stopping:
+                status = status or (code if code > 0 else 0)
+                continue
+            _, started = entry
+            if code == CONFIG_ERROR:  # the agent cannot be built: another worker would not do better
+                logger.error("worker %d could not start; stopping", pid)
+                self._on_signal(signal.SIGTERM, None)
+                status = CONFIG_ERROR
+                continue
+            logger.error("worker %d died (exit code %d); starting another", pid, code)
+            if time.monotonic() - started < RESTART_BACKOFF:
+                time.sleep(RESTART_BACKOFF)  # a worker that dies at once must not spin the CPU
+            self._start()
+        return status
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping += 1
+        forced = self._stopping > 1
+        for pid in list(self._workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL if forced else signal.SIGTERM)
+
+
+def metrics_dir() -> str | None:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for the workers, unless the user gave one; must run
+    before ``nanobot.api.metrics`` is imported (prometheus-client reads it then). The caller
+    removes the folder it returns when done."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    folder = tempfile.mkdtemp(prefix="nanobot-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
+def remove_metrics_dir(folder: str | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _forget(pid: int) -> None:
+    """A dead worker's live gauges (streams open) no longer count."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
