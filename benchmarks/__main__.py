@@ -19,20 +19,27 @@ from typing import Any
 from benchmarks.checks import self_test
 from benchmarks.harness import Suite, describe, progress, run_load, run_suite
 from benchmarks.plot import plot
+from benchmarks.relayreport import fits, relay_summary, relay_table
 from benchmarks.report import machine, table, targets, write_json
-from benchmarks.servers import QUICK, SERVERS, Server, by_name
-from benchmarks.workloads import Step, full_plan, quick_plan, url_plan
+from benchmarks.servers import QUICK, QUICK_RELAYS, SERVERS, Server, by_name
+from benchmarks.workloads import Step, full_plan, quick_plan, select, url_plan
 
 OUT = Path(__file__).resolve().parent / "out"
-REQUIRED = ("floor", "aiohttp", "uvicorn")
+REQUIRED = ("floor", "aiohttp", "uvicorn", "direct", "relay-floor", "relay-aiohttp", "relay-uvicorn")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny correctness run (CI)")
     parser.add_argument("--servers", help="comma-separated subset: " + ",".join(s.name for s in SERVERS))
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each W1/W3 step")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of each W1/W3 step (best kept)")
+    parser.add_argument("--workloads", help="comma-separated subset: idle,W1,W1y,W2,W2burst,W3,W4")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each W1/W3/W4-fit step")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of each W1/W3 step (best kept); W4's fit takes at least 3",
+    )
     parser.add_argument("--idle-streams", type=int, default=1000, help="silent streams for the RSS step")
     parser.add_argument("--out", type=Path, default=OUT, help="where JSON, PNG and markdown go")
     outside = parser.add_argument_group("--url mode (any OpenAI-compatible endpoint)")
@@ -54,7 +61,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def chosen_servers(args: argparse.Namespace) -> list[Server]:
     if args.servers:
         return [by_name(name.strip()) for name in args.servers.split(",") if name.strip()]
-    return [by_name(name) for name in QUICK] if args.quick else list(SERVERS)
+    return [by_name(name) for name in (*QUICK, *QUICK_RELAYS)] if args.quick else list(SERVERS)
 
 
 def run_local(args: argparse.Namespace) -> int:
@@ -62,9 +69,12 @@ def run_local(args: argparse.Namespace) -> int:
     mode = "quick" if args.quick else "full"
     servers = chosen_servers(args)
     steps = quick_plan() if args.quick else full_plan(args.idle_streams, args.seconds, args.rounds)
+    if args.workloads:
+        steps = select(steps, [name.strip() for name in args.workloads.split(",") if name.strip()])
     self_test()
     progress(f"benchmarks ({mode}): {len(servers)} servers x {sum(s.reported for s in steps)} steps")
     suite = run_suite(servers, steps)
+    suite.results.extend(fits(suite.results))
     if args.quick:
         suite.notes.append("--quick checks correctness only: its timings are too short to mean anything")
         missing = [name for name in REQUIRED if name in suite.skipped]
@@ -77,9 +87,11 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def publish(out: Path, mode: str, suite: Suite, steps: list[Step]) -> None:
-    """Print the table; write JSON, markdown and the plot."""
+    """Print the tables (and, in a full run, the summaries); write JSON, markdown and the plot."""
     facts = machine()
-    text = table(suite.results)
+    echo = [r for r in suite.results if not r.get("relay")]
+    tables = [table(echo) if echo else "", relay_table(suite.results)]
+    text = "\n\n".join(t for t in tables if t)
     print(text)
     for note in suite.notes:
         print(f"- {note}")
@@ -93,7 +105,10 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step]) -> None:
         "notes": suite.notes,
     }
     write_json(out / f"{mode}.json", document)
-    summary = targets(suite.results) if mode == "full" else ""
+    summaries = [targets(echo) if echo else "", relay_summary(suite.results) if tables[1] else ""]
+    summary = "\n\n".join(t for t in summaries if t) if mode == "full" else ""
+    if summary:
+        print(f"\n{summary}")
     (out / f"{mode}.md").write_text(f"{text}\n\n{summary}\n", encoding="utf-8")
     title = (
         f"nanobot-api benchmarks, {facts['date']}, {facts['nproc']} x {facts['cpu']}, "

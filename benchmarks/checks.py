@@ -1,11 +1,13 @@
 """Every response is checked, so nothing fast-and-wrong counts.
 
 Strict checks (our servers and the peers, whose answers are known): status 200, SSE content
-type, every event a ``chat.completion.chunk`` of one ``id``, the first delta naming the
-assistant, each token its own event, all tokens in order, one ``stop`` chunk after them, then
-``[DONE]`` and nothing else. Lenient checks (``--url`` against any endpoint): a well-formed stream
-of JSON chunks ending in ``[DONE]``. Each check returns what it measured, or raises
-:class:`Invalid` naming the first problem.
+type, every event a ``chat.completion.chunk`` of one ``id``, ``created`` and ``model`` (the model
+the client asked for), the first delta naming the assistant, each token its own event, all tokens
+in order, one ``stop`` chunk after them, then ``[DONE]`` and nothing else. A choice without
+``finish_reason`` counts as ``null`` (LiteLLM leaves it out; OpenAI's SDK reads it so too).
+Lenient checks (``--url`` against any endpoint): a well-formed stream of JSON chunks ending in
+``[DONE]``. Each check returns what it measured, or raises :class:`Invalid` naming the first
+problem.
 
 The client must stay far cheaper than the servers, so the strict check has a fast path: when the
 middle events are byte for byte the compact JSON chunk of their token, sharing the bytes around
@@ -35,15 +37,17 @@ class Invalid(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Expected:
-    """The answer a strict check wants: these tokens, one event each, in this order."""
+    """The answer a strict check wants: these tokens, one event each, in this order, named
+    ``model`` (``None``: any one name)."""
 
     tokens: tuple[str, ...]
     text: str
     encoded: tuple[bytes, ...]
+    model: str | None = None
 
     @classmethod
-    def of(cls, tokens: Sequence[str]) -> Expected:
-        return cls(tuple(tokens), "".join(tokens), tuple(orjson.dumps(t) for t in tokens))
+    def of(cls, tokens: Sequence[str], model: str | None = None) -> Expected:
+        return cls(tuple(tokens), "".join(tokens), tuple(orjson.dumps(t) for t in tokens), model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,7 @@ def check_stream(response: Response, expected: Expected | None, *, gaps: bool = 
         if expected is None:
             contents = _lenient(chunks)
         else:
-            want = Expected.of(expected.tokens[:2]) if canonical else expected
+            want = Expected.of(expected.tokens[:2], expected.model) if canonical else expected
             contents = _strict(chunks, want)
             contents = list(range(len(expected.tokens))) if canonical else contents
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -125,13 +129,16 @@ def _strict(chunks: list[Any], expected: Expected) -> list[int]:
         raise Invalid("no chunks before [DONE]")
     if len({c["id"] for c in chunks}) != 1 or {c["object"] for c in chunks} != {"chat.completion.chunk"}:
         raise Invalid("the chunks are not all chat.completion.chunk of one id")
+    names = {(c["created"], c["model"]) for c in chunks}
+    if len(names) != 1 or (expected.model is not None and chunks[0]["model"] != expected.model):
+        raise Invalid(f"the chunks' created and model are not one, or not the model asked for: {names}")
     choices = [c["choices"][0] for c in chunks]
     *body, last = choices
     if choices[0]["delta"].get("role") != "assistant":
         raise Invalid("the first delta does not name the assistant role")
     if last["delta"] != {} or last["finish_reason"] != "stop":
         raise Invalid(f"the last chunk is not the stop chunk: {last}")
-    if any(choice["finish_reason"] is not None or choice["index"] != 0 for choice in body):
+    if any(choice.get("finish_reason") is not None or choice["index"] != 0 for choice in body):
         raise Invalid("a finish_reason before the last chunk, or a choice index but 0")
     texts = [choice["delta"]["content"] for choice in body]
     text = "".join(texts)
@@ -204,7 +211,7 @@ def self_test() -> None:
     """Prove the checks reject what they must: a harness that accepts anything measures nothing."""
     _framing_test()
     good = ["a", ' "b"', "c\n", "d"]
-    expected = Expected.of(good)
+    expected = Expected.of(good, "m")
     facts = check_stream(_synthetic(good), expected)
     assert facts.canonical and facts.tokens == 4 and facts.gaps == [1.0, 1.0, 1.0], facts
     spaced = _synthetic(good)
@@ -212,6 +219,10 @@ def self_test() -> None:
     assert not check_stream(spaced, expected).canonical, "a differently spaced chunk is not canonical"
     other_id = _synthetic(good)
     other_id.events[2] = other_id.events[2].replace(b"chatcmpl-x", b"chatcmpl-y")
+    other_model = _synthetic(good)
+    other_model.events[3] = other_model.events[3].replace(b'"model":"m"', b'"model":"n"')
+    other_created = _synthetic(good)
+    other_created.events[-2] = other_created.events[-2].replace(b'"created":0', b'"created":1')
     broken = {
         "no [DONE]": _synthetic(good, done=False),
         "no stop chunk": _synthetic(good, stop=False),
@@ -219,6 +230,8 @@ def self_test() -> None:
         "a token missing": _synthetic(good[:3]),
         "tokens merged": _synthetic([good[0], good[1] + good[2], good[3]]),
         "another id": other_id,
+        "another model": other_model,
+        "another created": other_created,
     }
     errored = _synthetic(good)
     errored.events.insert(2, b'data: {"error": {"message": "boom"}}')
@@ -229,3 +242,8 @@ def self_test() -> None:
         except Invalid:
             continue
         raise AssertionError(f"the stream checks accepted a stream with {name}")
+    try:
+        check_stream(_synthetic(good), Expected.of(good, "other"))
+    except Invalid:
+        return
+    raise AssertionError("the stream checks accepted a stream naming another model")

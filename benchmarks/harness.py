@@ -1,14 +1,17 @@
 """The run: every server in its own process pinned to one core, the load on the other core.
 
 Start every installed server (a server whose dependencies are missing is skipped with a note),
-waiting for its readiness line (or, for granian, for its port to answer). Then, step by step,
-run a load process per server with that step, servers interleaved, so each workload's figures
-are taken close together in time; print a progress line per result. Every child is stopped by
-PID on the way out, whatever happened.
+waiting for its readiness line (or, for granian, for its port to answer). W4's relays relay to
+the cheap upstream (:mod:`benchmarks.upstream`), started first and pinned to the load's core;
+``direct`` is that upstream itself. Then, step by step, run a load process per server with that
+step (W4 steps on the relays, the other steps on the other servers), servers interleaved, so
+each workload's figures are taken close together in time; print a progress line per result.
+Every child is stopped by PID on the way out, whatever happened.
 """
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import time
@@ -20,7 +23,7 @@ from typing import Any
 import orjson
 
 from benchmarks.processes import cores, read_line, running, wait_listening
-from benchmarks.servers import MODEL, Server
+from benchmarks.servers import MODEL, Server, by_name
 from benchmarks.workloads import Step
 
 START_TIMEOUT = 30.0
@@ -50,16 +53,25 @@ def step_budget(step: Step) -> float:
 
 @dataclass(slots=True)
 class Live:
-    """A started server: its process and port."""
+    """A started server: its process and port; for a W4 relay, the upstream's process too."""
 
     server: Server
     process: subprocess.Popen[bytes]
     port: int
+    upstream: subprocess.Popen[bytes] | None = None
+    api_key: str | None = None
 
     def plan(self, steps: list[Step], load_cpu: int | None) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
-        target = {"url": url, "model": MODEL, "strict": True}
-        return {"target": target, "server_pid": self.process.pid, "cpu": load_cpu, "steps": steps}
+        target = {"url": url, "model": MODEL, "strict": True, "api_key": self.api_key}
+        upstream = self.upstream.pid if self.upstream is not None else None
+        return {
+            "target": target,
+            "server_pid": self.process.pid,
+            "upstream_pid": upstream,
+            "cpu": load_cpu,
+            "steps": steps,
+        }
 
 
 def batches(steps: list[Step]) -> list[list[Step]]:
@@ -83,8 +95,11 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
     server_cpu, load_cpu = cores()
     if server_cpu is None:
         suite.notes.append("fewer than 2 usable cores: server and load are not pinned")
+    if not any(step.relay for step in steps):
+        servers = [server for server in servers if not server.relay]
     with ExitStack() as stack:
-        live = start_servers(servers, server_cpu, stack, suite)
+        upstream = start_upstream(servers, load_cpu, stack, suite)
+        live = start_servers(servers, server_cpu, stack, suite, upstream)
         started = time.monotonic()
         for batch in batches(steps):
             collected: dict[str, list[dict[str, Any]]] = {}
@@ -92,7 +107,8 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
             for round_ in range(rounds):
                 turn = round_ % len(live) if live else 0
                 for item in live[turn:] + live[:turn]:
-                    for result in run_batch(item, batch, load_cpu):
+                    mine = [step for step in batch if step.relay == item.server.relay]
+                    for result in run_batch(item, mine, load_cpu) if mine else []:
                         collected.setdefault(item.server.name, []).append(result)
                         elapsed = time.monotonic() - started
                         where = f"{result['label']}, round {round_ + 1}/{rounds}"
@@ -102,19 +118,46 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
     return suite
 
 
-def start_servers(servers: list[Server], cpu: int | None, stack: ExitStack, suite: Suite) -> list[Live]:
+def start_upstream(servers: list[Server], cpu: int | None, stack: ExitStack, suite: Suite) -> Live | None:
+    """The cheap upstream, on the load's core, if any relay is to run (as ``direct``)."""
+    if not any(server.relay for server in servers):
+        return None
+    process = stack.enter_context(running("benchmarks.upstream", _cpu_arg(cpu)))
+    try:
+        return Live(by_name("direct"), process, await_ready(process))
+    except (TimeoutError, OSError, ValueError) as exc:
+        suite.notes.append(f"the W4 upstream did not start: {exc}")
+        progress(f"the W4 upstream did not start: {exc}")
+        return None
+
+
+def start_servers(
+    servers: list[Server], cpu: int | None, stack: ExitStack, suite: Suite, upstream: Live | None = None
+) -> list[Live]:
     """Start each installed server (``stack`` stops them on the way out); note the others."""
     live = []
     for server in servers:
         missing = server.missing()
-        if missing:
+        if missing or (server.relay and upstream is None):
+            why = f"not installed: {', '.join(missing)}{server.hint}" if missing else "no W4 upstream"
             suite.skipped.append(server.name)
-            suite.notes.append(f"{server.name}: skipped, not installed: {', '.join(missing)}")
-            progress(f"{server.name}: skipped (missing {', '.join(missing)})")
+            suite.notes.append(f"{server.name}: skipped, {why}")
+            progress(f"{server.name}: skipped ({why})")
             continue
-        process = stack.enter_context(running("benchmarks.servers", server.name, _cpu_arg(cpu)))
+        if upstream is not None and server.name == "direct":
+            live.append(upstream)
+            continue
+        args, env, key = [server.name, _cpu_arg(cpu)], None, None
+        if upstream is not None and server.relay:
+            args.append(f"http://127.0.0.1:{upstream.port}/v1")
+        if server.name == "litellm":
+            key = f"sk-bench-{secrets.token_hex(24)}"
+            env = {"LITELLM_MASTER_KEY": key}
+        process = stack.enter_context(running("benchmarks.servers", *args, env=env))
         try:
-            live.append(Live(server, process, await_ready(process)))
+            port = await_ready(process)
+            upstream_process = upstream.process if upstream is not None and server.relay else None
+            live.append(Live(server, process, port, upstream_process, key))
         except (TimeoutError, OSError, ValueError) as exc:
             suite.skipped.append(server.name)
             suite.notes.append(f"{server.name}: did not start: {exc}")
@@ -143,7 +186,8 @@ def best(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for rounds in by_label.values():
         invalid = [r for r in rounds if not r.get("valid")]
         pick = invalid[0] if invalid else max(rounds, key=_rate)
-        chosen.append({**pick, "rounds": [_rate(r) for r in rounds]})
+        cpu = [r.get("server_cpu_us_per_request") for r in rounds]
+        chosen.append({**pick, "rounds": [_rate(r) for r in rounds], "rounds_cpu_us_per_request": cpu})
     return chosen
 
 

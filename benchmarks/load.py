@@ -51,14 +51,14 @@ class Target:
 
     def expected(self, step: Step) -> Expected | None:
         """What a strict check wants of this step's answers; ``None`` for an outside endpoint."""
-        return Expected.of([token(i) for i in range(step.tokens)]) if self.strict else None
+        return Expected.of([token(i) for i in range(step.tokens)], self.model) if self.strict else None
 
     def payload(self, step: Step, session: str) -> bytes:
         host, port, path, _ = self.parts
         prompt = Workload(step.tokens, step.delay, step.yields).prompt() if self.strict else self.prompt or ""
         body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
         body["stream"] = step.kind != "complete"
-        if self.sessions:
+        if self.sessions and step.sessions:
             body["session_id"] = session
         if self.max_tokens:
             body["max_tokens"] = self.max_tokens
@@ -77,6 +77,8 @@ class Tally:
     first_error: str | None = None
     ttfts: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
+    spans: float = 0.0  # paced streams: the seconds from each request to its last token, summed
+    spaced: int = 0  # and the token intervals they held, summed
 
     def fail(self, exc: BaseException) -> None:
         self.requests += 1
@@ -94,6 +96,8 @@ class Tally:
             self.tokens += facts.tokens
             if facts.ttft is not None:
                 self.ttfts.append(facts.ttft)
+                self.spans += facts.ttft + sum(facts.gaps)
+                self.spaced += len(facts.gaps)
             self.gaps.extend(facts.gaps)
         self.requests += 1
 
@@ -137,12 +141,14 @@ async def drive(
     connection.close()
 
 
-async def run_requests(step: Step, target: Target, meter: ServerMeter) -> dict[str, Any]:
+async def run_requests(
+    step: Step, target: Target, meter: ServerMeter, upstream: ServerMeter | None = None
+) -> dict[str, Any]:
     """A stream or complete step: connect every client, then let them all go at once."""
     connections = await connect_all(target, step.concurrency)
     payloads = [target.payload(step, f"{step.workload}-{i}") for i in range(step.concurrency)]
     tally = Tally(target.expected(step))
-    start = Reading.take(meter)
+    start = Reading.take(meter, upstream)
     deadline = start.wall + step.duration if step.duration is not None else float("inf")
     await asyncio.gather(
         *(
@@ -150,7 +156,7 @@ async def run_requests(step: Step, target: Target, meter: ServerMeter) -> dict[s
             for i, (c, p) in enumerate(zip(connections, payloads, strict=True))
         )
     )
-    window = Window.between(start, Reading.take(meter))
+    window = Window.between(start, Reading.take(meter, upstream))
     return rates(step, tally, window)
 
 
@@ -158,6 +164,7 @@ def rates(step: Step, tally: Tally, window: Window) -> dict[str, Any]:
     """The figures of one step, from its tally and its time window."""
     per_unit = tally.tokens if step.kind == "stream" else tally.requests
     server_us = window.server_cpu * 1e6 if window.server_cpu is not None else None
+    paced = step.delay > 0 and step.kind == "stream" and bool(tally.gaps)
     return {
         "requests": tally.requests,
         "invalid": tally.invalid,
@@ -167,13 +174,34 @@ def rates(step: Step, tally: Tally, window: Window) -> dict[str, Any]:
         "tokens": tally.tokens,
         "tokens_per_s": tally.tokens / window.wall if step.kind == "stream" else None,
         "requests_per_s": tally.requests / window.wall,
+        "server_cpu_us": server_us,
         "server_cpu_us_per_unit": server_us / per_unit if server_us is not None and per_unit else None,
+        "server_cpu_us_per_request": server_us / tally.requests
+        if server_us is not None and tally.requests
+        else None,
         "server_cpu_share": window.server_cpu / window.wall if window.server_cpu is not None else None,
         "client_cpu_share": window.client_cpu / window.wall,
         "others_cpu_share": window.others_cpu / window.wall if window.others_cpu is not None else None,
+        "upstream_cpu_share": window.upstream_cpu / window.wall if window.upstream_cpu is not None else None,
+        "delivered_share": delivered_share(step, tally) if paced else None,
         "ttft_ms": summary_ms(tally.ttfts),
         "gap_ms": summary_ms(tally.gaps),
     }
+
+
+def delivered_share(step: Step, tally: Tally) -> float:
+    """The share of offered tokens delivered, at the upstream's pace (paced steps).
+
+    The upstream offers a stream's tokens ``delay`` apart; a relay that keeps pace delivers
+    them as fast, one that falls behind (or holds the first token back) takes longer from the
+    request to the last token. So: the stream time the offered tokens need, ``(tokens - 1) *
+    delay``, over the time they took, request to last token, summed over streams (at most 1),
+    times the share of requested tokens that came in valid answers (failed requests count as
+    undelivered; they also make the step invalid).
+    """
+    pace = min(1.0, tally.spaced * step.delay / tally.spans) if tally.spans > 0 else 1.0
+    offered = tally.requests * step.tokens
+    return pace * (tally.tokens / offered if offered else 0.0)
 
 
 async def run_idle(step: Step, target: Target, meter: ServerMeter) -> dict[str, Any]:
@@ -217,11 +245,14 @@ async def run_plan(plan: dict[str, Any]) -> None:
     """Every step of the plan, in order; one JSON line per step."""
     target = Target(**plan["target"])
     meter = ServerMeter(plan.get("server_pid"))
+    upstream = ServerMeter(plan["upstream_pid"]) if plan.get("upstream_pid") else None
     for raw in plan["steps"]:
         step = Step.from_dict(raw)
-        runner = run_idle if step.kind == "idle" else run_requests
         try:
-            result = await runner(step, target, meter)
+            if step.kind == "idle":
+                result = await run_idle(step, target, meter)
+            else:
+                result = await run_requests(step, target, meter, upstream)
         except FAILURES as exc:
             result = {"valid": False, "requests": 0, "invalid": 1, "error": f"{type(exc).__name__}: {exc}"}
         line = orjson.dumps({"step": step.to_dict(), "label": step.label, "result": result})

@@ -68,16 +68,19 @@ def machine_busy() -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """The clocks at one instant: wall, this process's CPU, the server's CPU, the machine's."""
+    """The clocks at one instant: wall, this process's CPU, the server's CPU, the machine's, and
+    the W4 upstream's (``None`` when there is none)."""
 
     wall: float
     client_cpu: float
     server_cpu: float | None
     machine_cpu: float | None
+    upstream_cpu: float | None = None
 
     @classmethod
-    def take(cls, server: ServerMeter) -> Reading:
-        return cls(time.perf_counter(), time.process_time(), server.cpu(), machine_busy())
+    def take(cls, server: ServerMeter, upstream: ServerMeter | None = None) -> Reading:
+        upstream_cpu = upstream.cpu() if upstream is not None else None
+        return cls(time.perf_counter(), time.process_time(), server.cpu(), machine_busy(), upstream_cpu)
 
 
 def _delta(start: float | None, end: float | None) -> float | None:
@@ -89,18 +92,26 @@ class Window:
     """Elapsed wall time and CPU seconds between two readings.
 
     ``others_cpu`` is what the rest of the machine burned meanwhile (other processes, the
-    kernel's work not charged to ours): a noisy neighbour shows up here.
+    kernel's work not charged to ours): a noisy neighbour shows up here. The W4 upstream's CPU is
+    counted apart (``upstream_cpu``), not as others'.
     """
 
     wall: float
     client_cpu: float
     server_cpu: float | None
     others_cpu: float | None
+    upstream_cpu: float | None = None
 
     @classmethod
     def between(cls, start: Reading, end: Reading) -> Window:
         client = end.client_cpu - start.client_cpu
         server = _delta(start.server_cpu, end.server_cpu)
+        upstream = _delta(start.upstream_cpu, end.upstream_cpu)
         machine = _delta(start.machine_cpu, end.machine_cpu)
-        others = machine - client - server if machine is not None and server is not None else None
-        return cls(end.wall - start.wall, client, server, max(0.0, others) if others is not None else None)
+        others = (
+            machine - client - server - (upstream or 0.0)
+            if machine is not None and server is not None
+            else None
+        )
+        wall = end.wall - start.wall
+        return cls(wall, client, server, max(0.0, others) if others is not None else None, upstream)

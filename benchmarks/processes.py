@@ -42,14 +42,17 @@ def cores() -> tuple[int | None, int | None]:
     return (allowed[0], allowed[1]) if len(allowed) >= 2 else (None, None)
 
 
-def spawn(module: str, *args: str, stdin: bool = False) -> subprocess.Popen[bytes]:
-    """``python -m module args`` in its own session, stdout piped."""
+def spawn(
+    module: str, *args: str, stdin: bool = False, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m module args`` in its own session, stdout piped; ``env`` adds to the environment."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=None,
         start_new_session=True,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -113,9 +116,11 @@ def _alive(child: Any) -> bool:
 
 
 @contextmanager
-def running(module: str, *args: str, stdin: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    module: str, *args: str, stdin: bool = False, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A child process that is stopped on the way out, whatever happened."""
-    process = spawn(module, *args, stdin=stdin)
+    process = spawn(module, *args, stdin=stdin, env=env)
     try:
         yield process
     finally:

@@ -30,6 +30,8 @@ PACKAGES = (
     "sse-starlette",
     "aiohttp-sse",
     "orjson",
+    "httpx",
+    "litellm",
 )
 
 

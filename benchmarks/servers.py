@@ -1,9 +1,11 @@
 """The servers under test, and the child process that runs one of them.
 
-``python -m benchmarks.servers NAME`` binds ``127.0.0.1:0`` itself, prints ``READY <port>`` once
-the socket listens (connections wait in its backlog until the server accepts them), and serves
-until it is terminated. Granian binds its own socket in its own worker process, so for it the
-child prints ``PORT <port>`` and the harness connects until the port answers.
+``python -m benchmarks.servers NAME CPU [UPSTREAM]`` binds ``127.0.0.1:0`` itself, prints
+``READY <port>`` once the socket listens (connections wait in its backlog until the server
+accepts them), and serves until it is terminated. Granian binds its own socket in its own worker
+process, so for it the child prints ``PORT <port>`` and the harness connects until the port
+answers. A W4 relay (``relay=True``) relays to ``UPSTREAM``, the cheap upstream's base URL;
+``direct`` is no process of its own: it names the upstream itself.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from benchmarks.agents import BenchAgent
 
@@ -27,9 +29,11 @@ class Server:
     """One server under test: a short name, what it is, and the modules it needs."""
 
     name: str
-    kind: str  # "ours", "peer" or "floor"
+    kind: str  # "ours", "peer", "floor" or (W4) "direct"
     description: str
     requires: tuple[str, ...] = ()
+    relay: bool = False  # a W4 relay in front of the cheap upstream (runs W4 only; the others skip it)
+    hint: str = ""  # how to install what it needs, if that is not the bench extra
 
     def missing(self) -> list[str]:
         """The modules it needs that are not installed."""
@@ -46,8 +50,32 @@ SERVERS = (
     Server("sse-starlette", "peer", "EventSourceResponse on uvicorn, uvloop + httptools", ("sse_starlette",)),
     Server("aiohttp-sse", "peer", "aiohttp_sse.sse_response on aiohttp, uvloop", ("aiohttp_sse", "uvloop")),
     Server("naive", "peer", "aiohttp, Queue + json.dumps + one write per token, uvloop", ("uvloop",)),
+    Server("direct", "direct", "W4 without a relay: the load talks to the upstream", ("uvloop",), True),
+    Server(
+        "relay-floor", "floor", "asyncio.Protocol relay, pooled upstream, bytes re-framed", ("uvloop",), True
+    ),
+    Server("relay-aiohttp", "ours", "openai agent on create_app, aiohttp, uvloop", ("uvloop",), True),
+    Server(
+        "relay-uvicorn",
+        "ours",
+        "openai agent on create_asgi_app, uvicorn, uvloop + httptools",
+        ("uvloop", "httptools"),
+        True,
+    ),
+    Server(
+        "relay-naive", "peer", "aiohttp + httpx stream, json.loads + json.dumps per chunk", ("uvloop",), True
+    ),
+    Server(
+        "litellm",
+        "peer",
+        "LiteLLM proxy app on uvicorn, uvloop + httptools",
+        ("litellm", "fastapi", "uvloop", "httptools"),
+        True,
+        " (pip install 'litellm[proxy]'; see benchmarks/README.md)",
+    ),
 )
 QUICK = ("floor", "aiohttp", "uvicorn", "sse-starlette", "aiohttp-sse", "naive")
+QUICK_RELAYS = ("direct", "relay-floor", "relay-aiohttp", "relay-uvicorn", "relay-naive")
 
 
 def by_name(name: str) -> Server:
@@ -68,8 +96,8 @@ def listening_socket() -> socket.socket:
     return sock
 
 
-def announce(word: str, port: int) -> None:
-    print(f"{word} {port}", flush=True)
+def announce(word: str, port: int, out: TextIO | None = None) -> None:
+    print(f"{word} {port}", file=out or sys.stdout, flush=True)
 
 
 def nanobot_asgi() -> Any:
@@ -79,7 +107,7 @@ def nanobot_asgi() -> Any:
     return create_asgi_app(BenchAgent(), model_name=MODEL)
 
 
-async def _until_terminated() -> None:
+async def until_terminated() -> None:
     """Wait for SIGTERM or SIGINT."""
     import signal
 
@@ -102,7 +130,7 @@ def run_aiohttp(make_app: Callable[[BenchAgent], Any]) -> None:
         await web.SockSite(runner, sock, backlog=BACKLOG).start()
         announce("READY", sock.getsockname()[1])
         try:
-            await _until_terminated()
+            await until_terminated()
         finally:
             await runner.cleanup()
 
@@ -111,6 +139,13 @@ def run_aiohttp(make_app: Callable[[BenchAgent], Any]) -> None:
 
 def run_uvicorn(app: Any, *, loop: str, http: str) -> None:
     """An ASGI app on uvicorn, serving a socket we bound."""
+    sock = listening_socket()
+    announce("READY", sock.getsockname()[1])
+    serve_uvicorn(app, sock, loop=loop, http=http)
+
+
+def serve_uvicorn(app: Any, sock: socket.socket, *, loop: str, http: str) -> None:
+    """Serve ``sock`` with uvicorn until terminated."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -122,8 +157,6 @@ def run_uvicorn(app: Any, *, loop: str, http: str) -> None:
         backlog=BACKLOG,
         timeout_graceful_shutdown=1,
     )
-    sock = listening_socket()
-    announce("READY", sock.getsockname()[1])
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -140,7 +173,7 @@ def run_hypercorn(app: Any) -> None:
     config.backlog = BACKLOG
     config.graceful_timeout = 1
     announce("READY", sock.getsockname()[1])
-    uvloop.run(serve(app, config, shutdown_trigger=_until_terminated, mode="asgi"))
+    uvloop.run(serve(app, config, shutdown_trigger=until_terminated, mode="asgi"))
 
 
 def run_granian() -> None:
@@ -179,7 +212,26 @@ def run_floor() -> None:
         server = await asyncio.get_running_loop().create_server(lambda: FloorProtocol(agent), sock=sock)
         announce("READY", sock.getsockname()[1])
         try:
-            await _until_terminated()
+            await until_terminated()
+        finally:
+            server.close()
+
+    uvloop.run(main())
+
+
+def run_relay_floor(upstream_url: str) -> None:
+    """The relay floor on uvloop."""
+    import uvloop
+
+    from benchmarks.relayfloor import ClientSide, Pool
+
+    async def main() -> None:
+        pool = Pool(upstream_url.rstrip("/") + "/chat/completions")
+        sock = listening_socket()
+        server = await asyncio.get_running_loop().create_server(lambda: ClientSide(pool), sock=sock)
+        announce("READY", sock.getsockname()[1])
+        try:
+            await until_terminated()
         finally:
             server.close()
 
@@ -192,9 +244,10 @@ def _nanobot_aiohttp(agent: BenchAgent) -> Any:
     return create_app(agent, model_name=MODEL)
 
 
-def run(name: str, cpu: int | None) -> None:
-    """Serve the server called ``name``, pinned to ``cpu``, until terminated."""
-    from benchmarks import peers
+def run(name: str, cpu: int | None, upstream: str = "") -> None:
+    """Serve the server called ``name``, pinned to ``cpu``, until terminated; a W4 relay relays
+    to the ``upstream`` base URL (``http://127.0.0.1:PORT/v1``)."""
+    from benchmarks import peers, relays
     from benchmarks.processes import prepare_process
 
     prepare_process(cpu)
@@ -211,9 +264,15 @@ def run(name: str, cpu: int | None) -> None:
         ),
         "aiohttp-sse": lambda: run_aiohttp(peers.aiohttp_sse_app),
         "naive": lambda: run_aiohttp(peers.naive_app),
+        "relay-floor": lambda: run_relay_floor(upstream),
+        "relay-aiohttp": lambda: run_aiohttp(lambda _: relays.ours_aiohttp(upstream)),
+        "relay-uvicorn": lambda: run_uvicorn(relays.ours_asgi(upstream), loop="uvloop", http="httptools"),
+        "relay-naive": lambda: run_aiohttp(lambda _: relays.naive_relay_app(upstream)),
+        "litellm": lambda: relays.run_litellm(upstream),
     }
     runners[name]()
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "-" else None)
+    cpu_arg = sys.argv[2] if len(sys.argv) > 2 else "-"
+    run(sys.argv[1], None if cpu_arg == "-" else int(cpu_arg), sys.argv[3] if len(sys.argv) > 3 else "")

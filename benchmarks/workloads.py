@@ -8,6 +8,10 @@
 - W2burst: the same, but all 256 requests sent at the same instant.
 - W3 overhead: non-streamed requests/s.
 - idle: RSS per open, silent stream.
+- W4 relay (relays only, in front of the cheap upstream): W4n8 and W4n512, streams of 8 and 512
+  tokens paced :data:`FIT_DELAY` apart, 16 at a time, stateless, several rounds (the fit of CPU
+  per request against tokens gives the fixed cost and the cost per token); then W4, as W2 (256
+  streams of 64 tokens 20 ms apart, each its own session, arriving at a steady rate).
 Warm-up steps run first and are not reported.
 """
 
@@ -38,6 +42,8 @@ class Step:
     rounds: int = 1  # run this many times (interleaved with the other servers); keep the best
     yields: bool = False  # the agent yields to the loop before each token (W1y)
     stagger: float = 0.0  # client i sends its first request i * stagger seconds after the start
+    relay: bool = False  # a W4 step: run on the relays (and direct), not on the other servers
+    sessions: bool = True  # each client names its own session (else: stateless turns)
 
     @property
     def label(self) -> str:
@@ -55,10 +61,54 @@ class Step:
         return cls(**data)
 
 
+#: W4's fit: stream lengths, streams at a time, and the upstream's pace (8,000 tokens/s offered:
+#: each token reaches a relay that keeps up in its own read, as from a real LLM server).
+FIT_TOKENS = (8, 512)
+FIT_CONCURRENCY = 16
+FIT_DELAY = 0.002
+FIT_ROUNDS = 3
+
+
 def _warmup(seconds: float) -> list[Step]:
     return [
         Step("warmup", "stream", 8, 64, duration=seconds, max_requests=100_000),
         Step("warmup", "complete", 8, 16, duration=seconds / 2, max_requests=100_000),
+    ]
+
+
+def relay_plan(seconds: float = 3.0, rounds: int = FIT_ROUNDS) -> list[Step]:
+    """W4: a warm-up, the two fit steps, then 256 paced streams (as W2)."""
+    fit = [
+        Step(
+            f"W4n{tokens}",
+            "stream",
+            FIT_CONCURRENCY,
+            tokens,
+            delay=FIT_DELAY,
+            duration=seconds,
+            max_requests=100_000,
+            rounds=rounds,
+            stagger=FIT_DELAY / FIT_CONCURRENCY,
+            relay=True,
+            sessions=False,
+        )
+        for tokens in FIT_TOKENS
+    ]
+    return [
+        Step("warmup", "stream", 32, 64, delay=FIT_DELAY, duration=1.0, max_requests=100_000, relay=True),
+        *fit,
+        # A slow peer (LiteLLM) takes tens of seconds per W4 stream here: a longer timeout.
+        Step(
+            "W4",
+            "stream",
+            256,
+            64,
+            delay=0.02,
+            max_requests=3,
+            timeout=120,
+            stagger=63 * 0.02 / 256,
+            relay=True,
+        ),
     ]
 
 
@@ -77,6 +127,7 @@ def full_plan(idle_streams: int = 1000, seconds: float = 3.0, rounds: int = 2) -
         Step("W2", "stream", 256, 64, delay=0.02, max_requests=3, stagger=63 * 0.02 / 256),
         Step("W2burst", "stream", 256, 64, delay=0.02, max_requests=2),
         Step("W3", "complete", 32, 16, duration=seconds, max_requests=100_000, rounds=rounds),
+        *relay_plan(seconds, max(rounds, FIT_ROUNDS)),
     ]
 
 
@@ -90,7 +141,22 @@ def quick_plan() -> list[Step]:
         Step("W2burst", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10),
         Step("W3", "complete", 2, 8, max_requests=3, timeout=10),
         Step("idle", "idle", 4, 2, delay=SILENT_DELAY, timeout=10),
+        *(
+            Step(
+                f"W4n{n}", "stream", 2, n, delay=0.001, max_requests=2, timeout=10, relay=True, sessions=False
+            )
+            for n in (8, 32)
+        ),
+        Step("W4", "stream", 4, 8, delay=0.005, max_requests=2, timeout=10, stagger=0.005, relay=True),
     ]
+
+
+def select(steps: list[Step], names: list[str]) -> list[Step]:
+    """The steps of the named workloads (``W4`` takes its fit steps too), with the warm-ups their
+    servers need."""
+    wanted = [s for s in steps if s.workload in names or ("W4" in names and s.workload.startswith("W4n"))]
+    kinds = {s.relay for s in wanted}
+    return [s for s in steps if s in wanted or (not s.reported and s.relay in kinds)]
 
 
 def url_plan(concurrencies: list[int], requests: int) -> list[Step]:
