@@ -16,6 +16,7 @@ asked for, except the floor, which passes the request through untouched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -138,6 +139,29 @@ def run_litellm(upstream_url: str) -> None:
         sock = listening_socket()
         announce("READY", sock.getsockname()[1], harness)
         harness.close()
-        serve_uvicorn(app, sock, loop="uvloop", http="httptools")
+        serve_uvicorn(_forgetting(app, file.name), sock, loop="uvloop", http="httptools")
     finally:
-        os.unlink(file.name)
+        _remove(file.name)
+
+
+def _forgetting(app: Any, path: str) -> Any:
+    """``app``, removing the file at ``path`` once its startup read it: LiteLLM's shutdown ends
+    the process by the signal, so no ``finally`` would."""
+
+    async def forgetting(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)  # type: ignore[no-any-return]
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
+                _remove(path)
+            await send(message)
+
+        return await app(scope, receive, sending)  # type: ignore[no-any-return]
+
+    return forgetting
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
