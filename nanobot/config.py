@@ -48,6 +48,7 @@ class Settings:
     system_prompt: str | None = None
     history: str = "memory"
     history_max_messages: int = 100
+    session_ttl: float = 7 * 24 * 3600.0
     media_dir: str | None = None
     max_media_bytes: int = 10 * 1024 * 1024
     keep_media: bool = False
@@ -167,6 +168,7 @@ OPENAI_ONLY = (
     "system_prompt",
     "history",
     "history_max_messages",
+    "session_ttl",
 )
 HELP = {
     "stack": "HTTP stack: aiohttp, or asgi (Starlette on uvicorn)",
@@ -194,8 +196,9 @@ HELP = {
     "upstream_model": "openai agent: model name to ask the upstream for",
     "upstream_api_key": "openai agent: API key for the upstream",
     "system_prompt": "openai agent: system prompt put first in every session",
-    "history": "openai agent: session store, 'memory' or 'sqlite:PATH'",
+    "history": "openai agent: session store, 'memory', 'sqlite:PATH' or 'redis://HOST:PORT/DB'",
     "history_max_messages": "openai agent: messages kept per session (oldest turns dropped first)",
+    "session_ttl": "openai agent, redis history: seconds an idle session's conversation is kept (0: forever)",
     "media_dir": "where a turn's images and files are written (default: a temp folder)",
     "max_media_bytes": "largest image or file accepted (413 above)",
     "keep_media": "keep a turn's media files after the turn instead of removing them",
@@ -246,6 +249,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "max_headers": int,
     "header_timeout": float,
     "history_max_messages": int,
+    "session_ttl": float,
     "request_timeout": float,
     "ping_interval": float,
     "write_timeout": float,

@@ -44,7 +44,7 @@ class OpenAIAgent:
             )
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"--upstream-url must start with http:// or https://, not {url!r}")
-        history = open_history(settings.history)
+        history = open_history(settings.history, ttl=settings.session_ttl or None)
         return cls(
             Upstream(url, model, api_key=settings.upstream_api_key),
             history=history,

@@ -1,0 +1,227 @@
+"""Scale-out with real processes and a real redis-server: two servers (one per stack) sharing
+one Redis behave as one, a killed server frees its sessions, Redis down is a fast 503.
+
+The servers run the ``openai`` agent against the test's fake upstream, with sessions and
+history in Redis, so the upstream sees exactly which turns ran, in which order, with what
+history. Nothing waits on a fixed delay: each step waits on an event or polls a condition
+with a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.support.redis import RedisServer, running_redis
+from tests.support.upstream import FakeUpstream, answer, run_upstream
+
+pytestmark = pytest.mark.asyncio
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT = "/v1/chat/completions"
+
+
+@pytest_asyncio.fixture
+async def redis() -> AsyncIterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest_asyncio.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with run_upstream() as fake:
+        yield fake
+
+
+@asynccontextmanager
+async def server(
+    stack: str, redis: RedisServer, upstream: FakeUpstream, *extra: str
+) -> AsyncIterator[tuple[str, int]]:
+    """``nanobot serve`` in a process of its own; yields its URL and PID; killed on the way out."""
+    args = ["-m", "nanobot", "serve", "--stack", stack, "--port", "0", "--redis-url", redis.url]
+    args += ["--agent", "openai", "--upstream-url", upstream.url, "--upstream-model", "m"]
+    args += ["--history", redis.url, *extra]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert " at http://" in line, line
+        url = line.split(" at ", 1)[1].split("/v1", 1)[0]
+        drain = asyncio.create_task(_discard(process.stdout))  # keep its pipe from filling
+        yield url, process.pid
+        drain.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+def turn(text: str, session: str = "s", stream: bool = False) -> dict[str, object]:
+    return {"session_id": session, "stream": stream, "messages": [{"role": "user", "content": text}]}
+
+
+async def say(client: httpx.AsyncClient, url: str, text: str, session: str = "s") -> str:
+    reply = await client.post(f"{url}{CHAT}", json=turn(text, session), timeout=30)
+    assert reply.status_code == 200, reply.text
+    content: str = reply.json()["choices"][0]["message"]["content"]
+    return content
+
+
+async def test_one_session_across_two_servers_runs_in_order_with_its_whole_history(
+    redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+    first_running = asyncio.Event()
+
+    async def hold_first(k: int) -> None:
+        first_running.set()
+        await gate.wait()
+
+    upstream.will(answer("A1", gate=hold_first), answer("A2"), answer("A3"), answer("A4"))
+    async with (
+        server("aiohttp", redis, upstream) as (one, _),
+        server("asgi", redis, upstream) as (two, _),
+        httpx.AsyncClient() as client,
+    ):
+        first = asyncio.create_task(say(client, one, "q1"))
+        await first_running.wait()
+        second = asyncio.create_task(say(client, two, "q2"))  # arrives while q1 holds the session
+        for _ in range(50):  # give it every chance to overtake: it must not reach the upstream
+            await asyncio.sleep(0.02)
+        assert len(upstream.requests) == 1
+        gate.set()
+        assert await first == "A1" and await second == "A2"
+        assert await say(client, one, "q3") == "A3"
+        assert await say(client, two, "q4") == "A4"
+    assert upstream.last.messages == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "A2"},
+        {"role": "user", "content": "q3"},
+        {"role": "assistant", "content": "A3"},
+        {"role": "user", "content": "q4"},
+    ]
+
+
+async def test_fifty_sessions_on_two_servers_make_progress_together(
+    redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    all_in = asyncio.Event()
+
+    async def wait_for_all(k: int) -> None:
+        if len(upstream.requests) >= 50:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 30)  # only if all 50 run at once does any finish
+
+    upstream.will(*(answer(f"a{i}", gate=wait_for_all) for i in range(50)))
+    async with (
+        server("aiohttp", redis, upstream) as (one, _),
+        server("asgi", redis, upstream) as (two, _),
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as client,
+    ):
+        replies = await asyncio.gather(*(say(client, (one, two)[i % 2], f"q{i}", f"s{i}") for i in range(50)))
+    assert sorted(replies) == sorted(f"a{i}" for i in range(50))
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
+async def test_a_killed_server_frees_its_session_and_no_turn_runs_twice(
+    stack: str, redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    stuck = asyncio.Event()
+
+    async def never(k: int) -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    upstream.will(answer("lost", gate=never), answer("A2"))
+    other = "asgi" if stack == "aiohttp" else "aiohttp"
+    async with server(other, redis, upstream) as (survivor, _), httpx.AsyncClient() as client:
+        async with server(stack, redis, upstream) as (victim, pid):
+            hanging = asyncio.create_task(client.post(f"{victim}{CHAT}", json=turn("q1"), timeout=30))
+            await stuck.wait()
+            os.kill(pid, signal.SIGKILL)  # mid-turn, holding the session
+            with pytest.raises(httpx.HTTPError):
+                await hanging
+        started = time.monotonic()
+        assert await say(client, survivor, "q2") == "A2"  # waits for the dead holder's lease
+        assert time.monotonic() - started < 15
+    assert [seen.messages[-1]["content"] for seen in upstream.requests] == ["q1", "q2"]  # q1 ran once
+
+
+async def test_redis_down_is_a_fast_503_and_service_resumes_when_it_is_back(
+    redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    async with (
+        server("aiohttp", redis, upstream) as (one, _),
+        server("asgi", redis, upstream) as (two, _),
+        httpx.AsyncClient() as client,
+    ):
+        assert await say(client, one, "before") == "ok"
+        redis.stop()
+        for url in (one, two):
+            for _ in range(3):
+                started = time.monotonic()
+                reply = await client.post(f"{url}{CHAT}", json=turn("down"), timeout=10)
+                took = time.monotonic() - started
+                assert reply.status_code == 503, reply.text
+                assert reply.json()["error"]["code"] == "service_unavailable"
+                assert reply.headers["retry-after"]
+                assert took < 2.0  # measured well under 0.5 s; the bound leaves room for a busy CI
+        redis.start()
+        deadline = time.monotonic() + 15
+        for url in (one, two):
+            while True:
+                reply = await client.post(f"{url}{CHAT}", json=turn("after", "fresh"), timeout=10)
+                if reply.status_code == 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert reply.status_code == 200, reply.text
+
+
+async def test_workers_share_one_port_and_refuse_to_start_without_redis(
+    redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nanobot",
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(refused.communicate(), 30)
+    assert refused.returncode == 2 and b"--redis-url" in err
+    upstream.will(*(answer(f"A{i}") for i in range(1, 5)))
+    async with (
+        server("aiohttp", redis, upstream, "--workers", "2") as (url, pid),
+        httpx.AsyncClient() as client,
+    ):
+        for i in range(1, 5):
+            assert await say(client, url, f"q{i}") == f"A{i}"
+        assert len(upstream.last.messages) == 7  # one conversation across whichever workers served it
+        metrics = (await client.get(f"{url}/metrics")).text
+        assert 'nanobot_turns_total{outcome="completed"} 4.0' in metrics  # summed over the workers
+        os.kill(pid, signal.SIGTERM)
