@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from benchmarks.checks import self_test
 from benchmarks.harness import Suite, describe, progress, run_load, run_suite
 from benchmarks.plot import plot
-from benchmarks.relayreport import fits, relay_summary, relay_table
+from benchmarks.relayreport import fits, relay_summary, relay_table, relay_verdicts
 from benchmarks.report import machine, table, targets, write_json
 from benchmarks.servers import QUICK, QUICK_RELAYS, SERVERS, Server, by_name
 from benchmarks.workloads import Step, full_plan, quick_plan, select, url_plan
@@ -33,12 +34,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny correctness run (CI)")
     parser.add_argument("--servers", help="comma-separated subset: " + ",".join(s.name for s in SERVERS))
     parser.add_argument("--workloads", help="comma-separated subset: idle,W1,W1y,W2,W2burst,W3,W4")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each W1/W3/W4-fit step")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each W1/W3/W4-fit step")
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="rounds of each W1/W3 step (best kept); W4's fit takes at least 3",
+        default=5,
+        help="rounds of each W1/W1y/W3 and W4-fit step (the median and the spread are reported)",
     )
     parser.add_argument("--idle-streams", type=int, default=1000, help="silent streams for the RSS step")
     parser.add_argument("--out", type=Path, default=OUT, help="where JSON, PNG and markdown go")
@@ -52,8 +53,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     outside.add_argument("--requests", type=int, default=3, help="requests per client")
     outside.add_argument(
         "--session-ids",
-        action="store_true",
-        help="send a session_id per client (nanobot runs one session's turns one at a time)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give each client a session_id of its own, new for this run (the default: nanobot runs "
+        "one session's turns one at a time); --no-session-ids sends none",
     )
     return parser.parse_args(argv)
 
@@ -75,6 +78,8 @@ def run_local(args: argparse.Namespace) -> int:
     progress(f"benchmarks ({mode}): {len(servers)} servers x {sum(s.reported for s in steps)} steps")
     suite = run_suite(servers, steps)
     suite.results.extend(fits(suite.results))
+    if not args.quick:
+        suite.notes.extend(busy(suite.results))
     if args.quick:
         suite.notes.append("--quick checks correctness only: its timings are too short to mean anything")
         missing = [name for name in REQUIRED if name in suite.skipped]
@@ -86,8 +91,23 @@ def run_local(args: argparse.Namespace) -> int:
     return 0
 
 
-def publish(out: Path, mode: str, suite: Suite, steps: list[Step]) -> None:
-    """Print the tables (and, in a full run, the summaries); write JSON, markdown and the plot."""
+def busy(results: list[dict[str, Any]], limit: float = 0.05) -> list[str]:
+    """A note for every step where the rest of the machine took more than ``limit`` of a core."""
+    notes = []
+    for result in results:
+        others = result.get("others_cpu_share")
+        if isinstance(others, int | float) and others > limit:
+            notes.append(
+                f"{result['server']} {result['label']}: others' CPU reached {others * 100:.0f} % "
+                "(a noisy neighbour: read this figure with care)"
+            )
+    return notes
+
+
+def publish(out: Path, mode: str, suite: Suite, steps: list[Step], endpoint: str = "") -> None:
+    """Print the tables (and, in a full run, the summaries); write JSON, markdown and the plot.
+
+    ``endpoint`` (``--url`` mode) names what was measured, in the plot's title."""
     facts = machine()
     echo = [r for r in suite.results if not r.get("relay")]
     tables = [table(echo) if echo else "", relay_table(suite.results)]
@@ -105,19 +125,24 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step]) -> None:
         "notes": suite.notes,
     }
     write_json(out / f"{mode}.json", document)
-    summaries = [targets(echo) if echo else "", relay_summary(suite.results) if tables[1] else ""]
+    summaries = [
+        targets(echo) if echo else "",
+        relay_summary(suite.results) if tables[1] else "",
+        relay_verdicts(suite.results) if tables[1] else "",
+    ]
     summary = "\n\n".join(t for t in summaries if t) if mode == "full" else ""
     if summary:
         print(f"\n{summary}")
     (out / f"{mode}.md").write_text(f"{text}\n\n{summary}\n", encoding="utf-8")
-    title = (
-        f"nanobot-api benchmarks, {facts['date']}, {facts['nproc']} x {facts['cpu']}, "
-        f"Python {facts['python']}"
-    )
+    machine_text = f"{facts['nproc']} x {facts['cpu']}, Python {facts['python']}"
+    if endpoint:
+        title = f"{endpoint}, {facts['date']}, load client on {machine_text}"
+    else:
+        title = f"nanobot-api benchmarks, {facts['date']}, commit {facts['code']}, {machine_text}"
     if plot(suite.results, out / f"{mode}.png", title):
         print(f"wrote {out / mode}.json, .md, .png")
     else:
-        print(f"wrote {out / mode}.json, .md (no plot: matplotlib is not installed)")
+        print(f"wrote {out / mode}.json, .md (no plot: matplotlib is not installed, or nothing to draw)")
 
 
 def run_url(args: argparse.Namespace) -> int:
@@ -134,12 +159,14 @@ def run_url(args: argparse.Namespace) -> int:
         "prompt": args.prompt,
         "max_tokens": args.max_tokens,
         "sessions": args.session_ids,
+        "session_prefix": f"bench-{secrets.token_hex(4)}-" if args.session_ids else "",
     }
     suite = Suite()
     plan = {"target": target, "server_pid": None, "cpu": None, "steps": steps}
     for line in run_load(plan, lambda label, result: progress(f"{label}: {describe(result)}")):
-        suite.results.append({"server": "endpoint", "kind": "outside", **line})
-    publish(args.out, "url", suite, steps)
+        suite.results.append({"server": "endpoint", **line, "outside": True})
+    sessions = "a session_id per client" if args.session_ids else "no session_id"
+    publish(args.out, "url", suite, steps, f"{url}, model {args.model}, {sessions}")
     return 1 if suite.invalid else 0
 
 

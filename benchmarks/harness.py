@@ -12,6 +12,7 @@ Every child is stopped by PID on the way out, whatever happened.
 from __future__ import annotations
 
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -89,7 +90,8 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
     """Start every server, then run each step on all of them, round after round, interleaved.
 
     Interleaving puts the figures of one workload close together in time, so a noisy neighbour
-    skews them alike; a step with several rounds keeps each server's best round.
+    skews them alike; a step with several rounds reports the median of its rounds, and keeps
+    every round's figures (see :func:`combine`).
     """
     suite = Suite()
     server_cpu, load_cpu = cores()
@@ -114,7 +116,7 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
                         where = f"{result['label']}, round {round_ + 1}/{rounds}"
                         progress(f"[{where}] {item.server.name}: {describe(result)}  ({elapsed:.0f} s)")
             for item in live:
-                suite.results.extend(best(collected.get(item.server.name, [])))
+                suite.results.extend(combine(collected.get(item.server.name, [])))
     return suite
 
 
@@ -177,17 +179,43 @@ def run_batch(item: Live, batch: list[Step], load_cpu: int | None) -> list[dict[
     return [{"server": item.server.name, "kind": item.server.kind, **r} for r in lines if r["reported"]]
 
 
-def best(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per step, the round with the highest rate; an invalid round makes the step invalid."""
+#: The figures a step with several rounds reports as their median, each round's value kept.
+ROUND_KEYS = (
+    "tokens_per_s",
+    "requests_per_s",
+    "server_cpu_us_per_unit",
+    "server_cpu_us_per_request",
+    "server_cpu_share",
+    "client_cpu_share",
+    "upstream_cpu_share",
+)
+
+
+def combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per step, the median over its rounds of every figure in :data:`ROUND_KEYS`, each round's
+    values kept in ``per_round`` (in round order, so a server's round ``i`` can be set against the
+    floor's round ``i``, taken seconds apart); others' CPU is the worst round's. The rest (the
+    latencies) is the median-rate round's. An invalid round makes the step invalid.
+    """
     by_label: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         by_label.setdefault(result["label"], []).append(result)
     chosen = []
     for rounds in by_label.values():
         invalid = [r for r in rounds if not r.get("valid")]
-        pick = invalid[0] if invalid else max(rounds, key=_rate)
-        cpu = [r.get("server_cpu_us_per_request") for r in rounds]
-        chosen.append({**pick, "rounds": [_rate(r) for r in rounds], "rounds_cpu_us_per_request": cpu})
+        ordered = sorted(rounds, key=_rate)
+        pick = invalid[0] if invalid else ordered[(len(ordered) - 1) // 2]
+        per_round = {key: [r.get(key) for r in rounds] for key in (*ROUND_KEYS, "others_cpu_share")}
+        combined = {**pick, "per_round": per_round}
+        for key in ROUND_KEYS:
+            values = [v for v in per_round[key] if isinstance(v, int | float)]
+            if values and not invalid:
+                combined[key] = statistics.median(values)
+        others = [v for v in per_round["others_cpu_share"] if isinstance(v, int | float)]
+        combined["others_cpu_share"] = max(others) if others else None
+        combined["rounds"] = [_rate(r) for r in rounds]
+        combined["rounds_cpu_us_per_request"] = per_round["server_cpu_us_per_request"]
+        chosen.append(combined)
     return chosen
 
 

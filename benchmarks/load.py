@@ -38,6 +38,7 @@ class Target:
     prompt: str | None = None
     max_tokens: int | None = None
     sessions: bool = True  # a session_id per client (nanobot serialises turns of one session)
+    session_prefix: str = ""  # --url mode: new names for this run (an endpoint keeps its sessions)
 
     @property
     def parts(self) -> tuple[str, int, str, bool]:
@@ -52,6 +53,10 @@ class Target:
     def expected(self, step: Step) -> Expected | None:
         """What a strict check wants of this step's answers; ``None`` for an outside endpoint."""
         return Expected.of([token(i) for i in range(step.tokens)], self.model) if self.strict else None
+
+    def session(self, step: Step, client: int) -> str:
+        """Client ``client``'s own session in ``step`` (its requests are turns of one session)."""
+        return f"{self.session_prefix}{step.workload}-c{step.concurrency}-{client}"
 
     def payload(self, step: Step, session: str) -> bytes:
         host, port, path, _ = self.parts
@@ -146,7 +151,7 @@ async def run_requests(
 ) -> dict[str, Any]:
     """A stream or complete step: connect every client, then let them all go at once."""
     connections = await connect_all(target, step.concurrency)
-    payloads = [target.payload(step, f"{step.workload}-{i}") for i in range(step.concurrency)]
+    payloads = [target.payload(step, target.session(step, i)) for i in range(step.concurrency)]
     tally = Tally(target.expected(step))
     start = Reading.take(meter, upstream)
     deadline = start.wall + step.duration if step.duration is not None else float("inf")

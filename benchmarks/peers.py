@@ -8,7 +8,8 @@
 The library peers bridge the agent's callback with the same queue (an async generator cannot be
 fed by a callback otherwise) but encode with ``orjson``. All emit byte-identical chunks to the
 core's (compact JSON, no ``usage`` key); none of them does session routing, validation or
-disconnect handling beyond what its library gives.
+disconnect handling beyond what its library gives (``naive`` only ends quietly when a write
+finds its client gone, instead of logging a traceback).
 """
 
 from __future__ import annotations
@@ -155,9 +156,12 @@ def naive_app(agent: BenchAgent) -> web.Application:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
-        async for text in chunk_texts(agent, last_user_text(body), json_text):
-            await response.write(f"data: {text}\n\n".encode())
-        await response.write_eof()
+        try:
+            async for text in chunk_texts(agent, last_user_text(body), json_text):
+                await response.write(f"data: {text}\n\n".encode())
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client is gone (the idle step hangs up on 1000 streams): nothing to tell it
         return response
 
     return _aiohttp_app(chat)

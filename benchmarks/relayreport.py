@@ -80,7 +80,7 @@ def _median_of(key: str) -> Callable[[dict[str, Any]], float | None]:
     return lambda r: (r.get(key) or {}).get("median")
 
 
-def _tokens_per_cpu_s(result: dict[str, Any]) -> float | None:
+def tokens_per_cpu_s(result: dict[str, Any]) -> float | None:
     cpu = result.get("server_cpu_us")
     return result["tokens"] / cpu * 1e6 if cpu and result.get("tokens") else None
 
@@ -104,7 +104,7 @@ ROWS: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None], str, str],
     ("fit: CPU-µs/token", "W4fit", _median_of("token_us"), ".2f", "floor"),
     ("fit: CPU-µs per short request", "W4fit", _median_of("short_us"), ".0f", "floor"),
     ("fit: CPU-µs per long request", "W4fit", _median_of("long_us"), ".0f", "floor"),
-    ("W4: tokens per CPU-second", "W4", _tokens_per_cpu_s, ",.0f", "floor"),
+    ("W4: tokens per CPU-second", "W4", tokens_per_cpu_s, ",.0f", "floor"),
     ("W4: delivered % of offered", "W4", _percent("delivered_share"), ".2f", "direct"),
     ("W4: TTFT p50 ms", "W4", _ms("ttft_ms", "p50"), ".1f", "direct"),
     ("W4: TTFT p99 ms", "W4", _ms("ttft_ms", "p99"), ".1f", "direct"),
@@ -184,7 +184,7 @@ def relay_summary(results: list[dict[str, Any]]) -> str:
     rows = [r for r in results if r.get("relay")]
     fitted = {r["server"]: r for r in rows if r.get("workload") == "W4fit"}
     direct, litellm = _get(rows, DIRECT, "W4"), _get(rows, LITELLM, "W4")
-    litellm_rate = _tokens_per_cpu_s(litellm) if litellm and litellm.get("valid") else None
+    litellm_rate = tokens_per_cpu_s(litellm) if litellm and litellm.get("valid") else None
     lines = [
         "| relay | fixed CPU-µs/request (≤400) [spread] | CPU-µs/token [spread] "
         "| ÷ W1y@64 of its stack (≤1.5x) | W4 delivered % (≥99) | W4 TTFT p99 ms (Δ direct ≤10) "
@@ -204,7 +204,7 @@ def relay_summary(results: list[dict[str, Any]]) -> str:
             w1y = echo["server_cpu_us_per_unit"]
             ratio = f"{f['token_us']['median'] / w1y:.2f}x (W1y {w1y:.2f})"
         delivered = _percent("delivered_share")(w4) if w4 and w4.get("valid") else None
-        rate = _tokens_per_cpu_s(w4) if w4 and w4.get("valid") else None
+        rate = tokens_per_cpu_s(w4) if w4 and w4.get("valid") else None
         rate_text = f"{rate:,.0f}" if rate else "-"
         if rate and litellm_rate and server != LITELLM:
             rate_text += f" ({rate / litellm_rate:.1f}x)"
@@ -224,4 +224,67 @@ def relay_summary(results: list[dict[str, Any]]) -> str:
             f"| direct (no relay) | - | - | - | {share:.2f} | {_ms('ttft_ms', 'p99')(direct) or 0:.1f} "
             f"| {_ms('gap_ms', 'p99')(direct) or 0:.1f} | - |"
         )
+    return "\n".join(lines)
+
+
+OURS = ("relay-aiohttp", "relay-uvicorn")
+
+
+def _goal_figures(results: list[dict[str, Any]], server: str) -> list[tuple[float | None, str]]:
+    """Server's figure for each goal of :data:`GOALS`, in order, with how it is shown."""
+    rows = [r for r in results if r.get("relay")]
+    fitted = next((r for r in rows if r["server"] == server and r.get("workload") == "W4fit"), None)
+    fit_ok = fitted is not None and fitted.get("valid")
+    w4, direct = _get(rows, server, "W4"), _get(rows, DIRECT, "W4")
+    w4_ok = w4 is not None and w4.get("valid")
+    litellm = _get(rows, LITELLM, "W4")
+    echo = _get(results, ECHO_OF.get(server, ""), "W1y")
+    fixed = fitted["fixed_us"]["median"] if fit_ok and fitted else None
+    token = fitted["token_us"]["median"] if fit_ok and fitted else None
+    w1y = echo.get("server_cpu_us_per_unit") if echo and echo.get("valid") else None
+    per_token = token / w1y if token is not None and w1y else None
+    delivered = _percent("delivered_share")(w4) if w4_ok and w4 else None
+    figures: list[tuple[float | None, str]] = [
+        (fixed, f"{fixed:.0f} µs" if fixed is not None else "-"),
+        (per_token, f"{per_token:.2f}x ({token:.2f} / {w1y:.2f} µs)" if per_token is not None else "-"),
+        (delivered, f"{delivered:.2f} %" if delivered is not None else "-"),
+    ]
+    for key in ("ttft_ms", "gap_ms"):
+        mine = _ms(key, "p99")(w4) if w4_ok and w4 else None
+        base = _ms(key, "p99")(direct) if direct and direct.get("valid") else None
+        gap = mine - base if mine is not None and base is not None else None
+        figures.append((gap, f"{gap:+.1f} ms ({mine:.1f} vs {base:.1f})" if gap is not None else "-"))
+    rate = tokens_per_cpu_s(w4) if w4_ok and w4 else None
+    litellm_rate = tokens_per_cpu_s(litellm) if litellm and litellm.get("valid") else None
+    times = rate / litellm_rate if rate and litellm_rate else None
+    figures.append((times, f"{times:.1f}x ({rate:,.0f} / {litellm_rate:,.0f})" if times else "-"))
+    return figures
+
+
+#: Issue 10's goals for our relays: the name, and whether a figure meets it.
+GOALS: tuple[tuple[str, Callable[[float], bool]], ...] = (
+    ("fixed CPU per request ≤ 400 µs (fit)", lambda v: v <= 400),
+    ("CPU per token ≤ 1.5x its stack's W1y@64", lambda v: v <= 1.5),
+    ("W4: ≥ 99 % of offered tokens delivered", lambda v: v >= 99),
+    ("W4: TTFT p99 within 10 ms of direct's", lambda v: v <= 10),
+    ("W4: gap p99 within 5 ms of direct's", lambda v: v <= 5),
+    ("W4: ≥ 20x LiteLLM's tokens per CPU-second", lambda v: v >= 20),
+)
+
+
+def relay_verdicts(results: list[dict[str, Any]]) -> str:
+    """Issue 10's goals, each met or not by our relays (``-``: a figure this run did not take)."""
+    servers = [s for s in OURS if any(r["server"] == s for r in results)]
+    if not servers:
+        return ""
+    figures = {server: _goal_figures(results, server) for server in servers}
+    lines = ["| goal (W4) | " + " | ".join(servers) + " | verdict |", "|---|" + "---|" * (len(servers) + 1)]
+    for index, (name, meets) in enumerate(GOALS):
+        cells = [figures[server][index][1] for server in servers]
+        values = [figures[server][index][0] for server in servers]
+        known = [v for v in values if v is not None]
+        verdict = "-" if not known else ("met" if all(meets(v) for v in known) else "not met")
+        if known and len(known) < len(values):
+            verdict += " (where measured)"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines)

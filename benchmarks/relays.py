@@ -83,21 +83,24 @@ def naive_relay_app(upstream_url: str) -> web.Application:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        async with clients[0].stream("POST", endpoint, json=body) as upstream:
-            upstream.raise_for_status()
-            await response.prepare(request)
-            async for line in upstream.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:]
-                if data == "[DONE]":
-                    await response.write(b"data: [DONE]\n\n")
-                    break
-                chunk = json.loads(data)
-                chunk["model"] = MODEL
-                text = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
-                await response.write(f"data: {text}\n\n".encode())
-        await response.write_eof()
+        try:
+            async with clients[0].stream("POST", endpoint, json=body) as upstream:
+                upstream.raise_for_status()
+                await response.prepare(request)
+                async for line in upstream.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[6:]
+                    if data == "[DONE]":
+                        await response.write(b"data: [DONE]\n\n")
+                        break
+                    chunk = json.loads(data)
+                    chunk["model"] = MODEL
+                    text = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+                    await response.write(f"data: {text}\n\n".encode())
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client is gone: nothing to tell it
         return response
 
     app = web.Application(handler_args={"handler_cancellation": True})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -61,7 +62,7 @@ def _kb(result: dict[str, Any]) -> float | None:
 
 
 LOAD = Metric("load CPU %", lambda r: _percent(r, "client_cpu_share"), ".0f", ratio=False)
-OTHERS = Metric("others' CPU %", lambda r: _percent(r, "others_cpu_share"), ".0f", ratio=False)
+OTHERS = Metric("others' CPU % (worst round)", lambda r: _percent(r, "others_cpu_share"), ".0f", ratio=False)
 PACED = [
     Metric("TTFT p50 ms", _get("ttft_ms", "p50"), ".1f"),
     Metric("TTFT p99 ms", _get("ttft_ms", "p99"), ".1f"),
@@ -204,53 +205,203 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
 
 
-def _ratio(result: dict[str, Any] | None, floor: dict[str, Any] | None, value: Callable[..., Any]) -> str:
-    if not result or not floor or not result.get("valid") or not floor.get("valid"):
-        return "-"
-    mine, base = value(result), value(floor)
-    return f"{mine / base:.2f}x" if mine is not None and base else "-"
+def spread(values: list[Any]) -> tuple[float, float, float] | None:
+    """Median, min and max of the numbers in ``values``; ``None`` when there are none."""
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return (statistics.median(numbers), min(numbers), max(numbers)) if numbers else None
 
 
-def _figure(result: dict[str, Any] | None, value: Callable[..., Any], fmt: str) -> str:
+def round_values(result: dict[str, Any] | None, key: str) -> list[Any]:
+    """Each round's ``key`` (one value for a step of one round)."""
     if not result or not result.get("valid"):
-        return "INVALID" if result else "-"
-    figure = value(result)
-    return format(figure, fmt) if figure is not None else "-"
+        return []
+    rounds = (result.get("per_round") or {}).get(key)
+    return list(rounds) if rounds else [result.get(key)]
 
 
-#: The summary's columns: heading, workload, concurrency (None: any), figure, format.
-TARGETS: tuple[tuple[str, str, int | None, Callable[[dict[str, Any]], float | None], str], ...] = (
-    ("W1@64 tokens/s (target ≥1.0x floor)", "W1", 64, _get("tokens_per_s"), ",.0f"),
-    ("W1@64 CPU-µs/token (≤1.2x floor)", "W1", 64, _get("server_cpu_us_per_unit"), ".2f"),
-    ("W1y@64 tokens/s", "W1y", 64, _get("tokens_per_s"), ",.0f"),
-    ("W1y@64 CPU-µs/token", "W1y", 64, _get("server_cpu_us_per_unit"), ".2f"),
-    ("W2 TTFT p99 ms (≤15)", "W2", None, _get("ttft_ms", "p99"), ".1f"),
-    ("W2 gap p99 ms (≤25)", "W2", None, _get("gap_ms", "p99"), ".1f"),
-    ("W2burst TTFT p99 ms", "W2burst", None, _get("ttft_ms", "p99"), ".1f"),
-    ("idle RSS KB/stream (<20)", "idle", None, _kb, ".1f"),
+def ratios(result: dict[str, Any] | None, floor: dict[str, Any] | None, key: str) -> list[float]:
+    """Round ``i``'s ``key`` over the floor's round ``i`` (taken seconds apart), for every round."""
+    mine, base = round_values(result, key), round_values(floor, key)
+    return [
+        a / b
+        for a, b in zip(mine, base, strict=False)
+        if isinstance(a, int | float) and isinstance(b, int | float) and b
+    ]
+
+
+def _span(values: tuple[float, float, float] | None, fmt: str, unit: str = "") -> str:
+    if values is None:
+        return "-"
+    median, low, high = values
+    if format(low, fmt) == format(high, fmt):
+        return f"{median:{fmt}}{unit}"
+    return f"{median:{fmt}}{unit} [{low:{fmt}}-{high:{fmt}}]"
+
+
+def _find(results: list[dict[str, Any]], server: str, workload: str, concurrency: int | None = None) -> Any:
+    for result in results:
+        same = result["server"] == server and result["workload"] == workload
+        if same and concurrency in (None, result["concurrency"]):
+            return result
+    return None
+
+
+def _value_cell(result: dict[str, Any] | None, key: str, fmt: str) -> str:
+    if result is None:
+        return "-"
+    if not result.get("valid"):
+        return "INVALID"
+    return _span(spread(round_values(result, key)), fmt)
+
+
+def _ratio_cell(result: dict[str, Any] | None, floor: dict[str, Any] | None, key: str) -> str:
+    if result is None or floor is None or result is floor:
+        return "-"
+    if not result.get("valid") or not floor.get("valid"):
+        return "INVALID" if not result.get("valid") else "-"
+    return _span(spread(ratios(result, floor, key)), ".2f", "x")
+
+
+def _ms_cell(result: dict[str, Any] | None, key: str, quantile: str, fmt: str = ".1f") -> str:
+    if result is None:
+        return "-"
+    if not result.get("valid"):
+        return "INVALID"
+    value = (result.get(key) or {}).get(quantile)
+    return format(value, fmt) if isinstance(value, int | float) else "-"
+
+
+#: The per-token and per-request table: heading, workload, concurrency, key, format, ratio only.
+COSTS: tuple[tuple[str, str, int | None, str, str, bool], ...] = (
+    ("W1y@64 CPU-µs/token", "W1y", 64, "server_cpu_us_per_unit", ".2f", False),
+    ("÷ floor", "W1y", 64, "server_cpu_us_per_unit", "", True),
+    ("W1y@64 tokens/s", "W1y", 64, "tokens_per_s", ",.0f", False),
+    ("W3 CPU-µs/request", "W3", None, "server_cpu_us_per_unit", ".1f", False),
+    ("÷ floor", "W3", None, "server_cpu_us_per_unit", "", True),
+    ("W1@64 tokens/s ÷ floor (target ≥1.0x)", "W1", 64, "tokens_per_s", "", True),
+    ("W1@64 CPU-µs/token ÷ floor (≤1.2x)", "W1", 64, "server_cpu_us_per_unit", "", True),
 )
 
 
-def targets(results: list[dict[str, Any]]) -> str:
-    """Every stack on the figures we set targets for, each with its ratio to the floor's."""
-    by_key = index(results)
-    labels = [_label(results, workload, concurrency) for _, workload, concurrency, _, _ in TARGETS]
-    lines = [
-        "| stack | " + " | ".join(column[0] for column in TARGETS) + " |",
-        "|---|" + "---|" * len(TARGETS),
-    ]
+def costs(results: list[dict[str, Any]]) -> str:
+    """Per token (W1y: every token its own write), per request (W3), and what gathering buys
+    (W1): the median over rounds [min-max], ratios taken round by round against the floor's."""
+    lines = ["| stack | " + " | ".join(c[0] for c in COSTS) + " |", "|---|" + "---|" * len(COSTS)]
     for server in servers_in(results):
         cells = []
-        for label, (_, _, _, value, fmt) in zip(labels, TARGETS, strict=True):
-            result, floor = by_key.get((server, label or "")), by_key.get((FLOOR, label or ""))
-            ratio = _ratio(result, floor, value)
-            cells.append(_figure(result, value, fmt) + (f" ({ratio})" if ratio != "-" else ""))
+        for _, workload, concurrency, key, fmt, ratio in COSTS:
+            result = _find(results, server, workload, concurrency)
+            floor = _find(results, FLOOR, workload, concurrency)
+            cells.append(_ratio_cell(result, floor, key) if ratio else _value_cell(result, key, fmt))
         lines.append(f"| {server} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _label(results: list[dict[str, Any]], workload: str, concurrency: int | None = None) -> str | None:
-    for result in results:
-        if result["workload"] == workload and concurrency in (None, result["concurrency"]):
-            return str(result["label"])
-    return None
+def latencies(results: list[dict[str, Any]]) -> str:
+    """W2 and W2burst latencies and idle memory: one run each (no rounds)."""
+    lines = [
+        "| stack | W2 TTFT p50 ms | W2 TTFT p99 ms (≤15) | W2 gap p99 ms (≤25) | W2 gap max ms "
+        "| W2burst TTFT p99 ms | idle RSS KB/stream (<20) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for server in servers_in(results):
+        w2, burst = _find(results, server, "W2"), _find(results, server, "W2burst")
+        idle = _find(results, server, "idle")
+        memory = (
+            "-" if idle is None else ("INVALID" if not idle.get("valid") else format(_kb(idle) or 0, ".1f"))
+        )
+        cells = [
+            _ms_cell(w2, "ttft_ms", "p50"),
+            _ms_cell(w2, "ttft_ms", "p99"),
+            _ms_cell(w2, "gap_ms", "p99"),
+            _ms_cell(w2, "gap_ms", "max"),
+            _ms_cell(burst, "ttft_ms", "p99"),
+            memory,
+        ]
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A target set for our stacks: what it reads, and the bound it must keep."""
+
+    name: str
+    workload: str
+    concurrency: int | None
+    read: Callable[[dict[str, Any], dict[str, Any] | None], float | None]
+    fmt: str
+    limit: float
+    at_most: bool  # the figure must stay at or under ``limit`` (else: at or over it)
+
+
+def _median_ratio(key: str) -> Callable[[dict[str, Any], dict[str, Any] | None], float | None]:
+    def read(result: dict[str, Any], floor: dict[str, Any] | None) -> float | None:
+        found = spread(ratios(result, floor, key))
+        return found[0] if found else None
+
+    return read
+
+
+def _plain(value: Callable[[dict[str, Any]], float | None]) -> Callable[..., float | None]:
+    return lambda result, floor: value(result)
+
+
+TARGETS = (
+    Target("W1@64 tokens/s ≥ 1.0x floor", "W1", 64, _median_ratio("tokens_per_s"), ".2fx", 1.0, False),
+    Target(
+        "W1@64 CPU-µs/token ≤ 1.2x floor",
+        "W1",
+        64,
+        _median_ratio("server_cpu_us_per_unit"),
+        ".2fx",
+        1.2,
+        True,
+    ),
+    Target("W2 TTFT p99 ≤ 15 ms", "W2", None, _plain(_get("ttft_ms", "p99")), ".1f ms", 15.0, True),
+    Target("W2 gap p99 ≤ 25 ms", "W2", None, _plain(_get("gap_ms", "p99")), ".1f ms", 25.0, True),
+    Target("idle stream < 20 KB RSS", "idle", None, _plain(_kb), ".1f KB", 20.0, True),
+)
+OURS = ("aiohttp", "uvicorn")
+
+
+def _show(value: float, fmt: str) -> str:
+    spec, _, unit = fmt.partition(" ")
+    if spec.endswith("x"):
+        return f"{value:{spec[:-1]}}x"
+    return f"{value:{spec}} {unit}".rstrip()
+
+
+def verdicts(results: list[dict[str, Any]]) -> str:
+    """Each target, for our two main stacks (aiohttp; uvicorn with uvloop + httptools)."""
+    stacks = [s for s in OURS if any(r["server"] == s for r in results)]
+    if not stacks:
+        return ""
+    lines = ["| target | " + " | ".join(stacks) + " | verdict |", "|---|" + "---|" * (len(stacks) + 1)]
+    for target in TARGETS:
+        floor = _find(results, FLOOR, target.workload, target.concurrency)
+        cells, met = [], []
+        for stack in stacks:
+            result = _find(results, stack, target.workload, target.concurrency)
+            value = target.read(result, floor) if result and result.get("valid") else None
+            if value is None:
+                cells.append("INVALID" if result else "-")
+                continue
+            cells.append(_show(value, target.fmt))
+            met.append(value <= target.limit if target.at_most else value >= target.limit)
+        verdict = "-" if not met else ("met" if all(met) else "not met")
+        lines.append(f"| {target.name} | " + " | ".join(cells) + f" | {verdict} |")
+    return "\n".join(lines)
+
+
+def targets(results: list[dict[str, Any]]) -> str:
+    """The echo-path summary: per-token and per-request costs, latencies and memory, verdicts."""
+    parts = [
+        "Per token and per request (median over rounds [min-max]; ratios taken round by round "
+        "against the floor's):",
+        costs(results),
+        "Latencies (W2, W2burst: one run each) and memory:",
+        latencies(results),
+        verdicts(results),
+    ]
+    return "\n\n".join(part for part in parts if part)

@@ -170,6 +170,7 @@ def run_hypercorn(app: Any) -> None:
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
+    config.loglevel = "WARNING"  # no "Running on ..." line in the harness's output
     config.backlog = BACKLOG
     config.graceful_timeout = 1
     announce("READY", sock.getsockname()[1])

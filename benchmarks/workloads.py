@@ -39,7 +39,7 @@ class Step:
     duration: float | None = None
     max_requests: int = 1
     timeout: float = 60.0
-    rounds: int = 1  # run this many times (interleaved with the other servers); keep the best
+    rounds: int = 1  # run this many times (interleaved with the other servers); median reported
     yields: bool = False  # the agent yields to the loop before each token (W1y)
     stagger: float = 0.0  # client i sends its first request i * stagger seconds after the start
     relay: bool = False  # a W4 step: run on the relays (and direct), not on the other servers
@@ -76,7 +76,7 @@ def _warmup(seconds: float) -> list[Step]:
     ]
 
 
-def relay_plan(seconds: float = 3.0, rounds: int = FIT_ROUNDS) -> list[Step]:
+def relay_plan(seconds: float = 2.0, rounds: int = FIT_ROUNDS) -> list[Step]:
     """W4: a warm-up, the two fit steps, then 256 paced streams (as W2)."""
     fit = [
         Step(
@@ -112,7 +112,7 @@ def relay_plan(seconds: float = 3.0, rounds: int = FIT_ROUNDS) -> list[Step]:
     ]
 
 
-def full_plan(idle_streams: int = 1000, seconds: float = 3.0, rounds: int = 2) -> list[Step]:
+def full_plan(idle_streams: int = 1000, seconds: float = 2.0, rounds: int = 5) -> list[Step]:
     """The full run (idle first, on a barely-warm server, so freed memory is not reused)."""
     firehose = [
         Step("W1", "stream", c, 256, duration=seconds, max_requests=100_000, rounds=rounds)
