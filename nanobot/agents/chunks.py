@@ -80,6 +80,13 @@ class EventDecoder:
                 return [chunk[6:-2]]
             if end == len(chunk) - 3 and chunk.endswith(b"\r\n\r\n") and chunk.find(_CR) == end - 1:
                 return [chunk[6:-4]]
+            if chunk.endswith(b"\n\n") and _CR not in chunk:
+                # Several whole one-line events (a relay that fell behind reads them at once).
+                events = chunk[:-2].split(b"\n\n")
+                for data in events:
+                    if not data.startswith(_DATA) or _LF in data:
+                        return self._split(chunk)
+                return [data[6:] for data in events]
         return self._split(chunk)
 
     def close(self) -> bytes | None:
@@ -177,16 +184,33 @@ class ChunkReader:
 
     def feed(self, data: bytes) -> str:
         """Read one event's data (UTF-8); the text it adds to the answer (often empty)."""
-        if data.strip() == DONE:
-            self.done = True
-            return ""
-        chunk = self._load(data)
-        if chunk.get("error") is not None:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            if data.strip() == DONE:
+                self.done = True
+                return ""
+            raise self._malformed(data) from None
+        if chunk.__class__ is not dict:
+            raise self._malformed(data)
+        get = chunk.get
+        if get("error") is not None:
             raise UpstreamFailed(f"The upstream at {self.source} failed mid-answer: {error_detail(chunk)}")
-        usage = chunk.get("usage")
-        if isinstance(usage, Mapping):
+        usage = get("usage")
+        if usage is not None and isinstance(usage, Mapping):
             self.usage = read_usage(usage)
-        text = self._text(chunk.get("choices"))
+        choices = get("choices")
+        if choices.__class__ is list and len(choices) == 1:
+            # The usual chunk: one choice, index 0, a text delta, not the last.
+            choice = choices[0]
+            if choice.__class__ is dict and choice.get("finish_reason") is None:
+                delta = choice.get("delta")
+                content = delta.get("content") if delta.__class__ is dict else 0
+                if content.__class__ is str and choice.get("index", 0) == 0:
+                    if content:
+                        self._parts.append(content)
+                    return content
+        text = self._text(choices)
         if text:
             self._parts.append(text)
         return text

@@ -9,7 +9,8 @@ message; its 429 is our 429 with its ``Retry-After``, which the message repeats 
 clients (all they get is the error event); its silence past :data:`DEFAULT_TIMEOUT` is 504.
 Nothing is retried: a turn runs upstream at most once. Cancelling :meth:`Upstream.complete`
 closes the upstream connection at once. The body is read as bytes and split into events by
-:class:`~nanobot.agents.chunks.EventDecoder`.
+:class:`~nanobot.agents.chunks.EventDecoder`. The upstream's silence (``sock_read``) is watched by
+one timer per request (:class:`Silence`), not by aiohttp's, which it resets on every read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC
@@ -103,7 +104,13 @@ class Upstream:
         }
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = timeout
+        self._silence_limit = timeout.sock_read or None  # watched by Silence, not by aiohttp
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout.total,
+            connect=timeout.connect,
+            sock_connect=timeout.sock_connect,
+            ceil_threshold=timeout.ceil_threshold,
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def complete(
@@ -128,12 +135,17 @@ class Upstream:
         headers = {"X-Request-Id": request_id} if request_id else None
         started = time.perf_counter()
         try:
-            async with self._client().post(
-                self.endpoint, data=orjson.dumps(body), headers=headers
-            ) as response:
-                if response.status >= 300:
-                    raise await self._refusal(response)
-                return await self._read(response, on_delta)
+            async with asyncio.timeout(None) as deadline:
+                silence = Silence(self._silence_limit, deadline)
+                try:
+                    async with self._client().post(
+                        self.endpoint, data=orjson.dumps(body), headers=headers
+                    ) as response:
+                        if response.status >= 300:
+                            raise await self._refusal(response, silence)
+                        return await self._read(response, on_delta, silence)
+                finally:
+                    silence.stop()
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = self._fault(exc)
             UPSTREAM_FAILURES.labels(error.code or "upstream_error").inc()
@@ -162,17 +174,19 @@ class Upstream:
             )
         return self._session
 
-    async def _read(self, response: aiohttp.ClientResponse, on_delta: OnDelta) -> Completion:
+    async def _read(
+        self, response: aiohttp.ClientResponse, on_delta: OnDelta, silence: Silence
+    ) -> Completion:
         reader = ChunkReader(self.endpoint)
         if response.content_type == "application/json":
-            body = await _read_body(response, MAX_EVENT_BYTES)
+            body = await _read_body(response, MAX_EVENT_BYTES, silence)
             if body is None:
                 raise too_large(self.endpoint, "a non-streamed answer", MAX_EVENT_BYTES)
             text = reader.read_completion(body)
             if text:
                 await on_delta(text)
         else:
-            await self._read_events(response, reader, on_delta)
+            await self._read_events(response, reader, on_delta, silence)
             if not reader.complete:
                 raise UpstreamFailed(
                     f"The upstream at {self.endpoint} ended the stream before the answer was complete.",
@@ -181,21 +195,28 @@ class Upstream:
         return Completion(reader.content, reader.usage, reader.finish_reason or "stop")
 
     async def _read_events(
-        self, response: aiohttp.ClientResponse, reader: ChunkReader, on_delta: OnDelta
+        self, response: aiohttp.ClientResponse, reader: ChunkReader, on_delta: OnDelta, silence: Silence
     ) -> None:
         """Relay the SSE body's events to ``reader`` until ``[DONE]`` or the end of the body."""
+        content = response.content
+        readany, clock = content.readany, silence.clock
         decoder = EventDecoder(self.endpoint)
-        chunks = response.content.iter_any()
-        async for chunk in chunks:
-            for data in decoder.feed(chunk):
-                text = reader.feed(data)
+        feed, read = decoder.feed, reader.feed
+        while True:
+            silence.since = clock()
+            chunk = await readany()
+            silence.since = None  # relaying what came is no silence of the upstream's
+            if not chunk:
+                break
+            for data in feed(chunk):
+                text = read(data)
                 if text:
                     await on_delta(text)
                 if reader.done:
-                    await _drain(chunks)
+                    await _drain(content)
                     return
         tail = decoder.close()
-        text = reader.feed(tail) if tail is not None else ""
+        text = read(tail) if tail is not None else ""
         if text:
             await on_delta(text)
 
@@ -211,10 +232,10 @@ class Upstream:
             f"{where} broke off the answer ({type(exc).__name__}: {exc}).", code="upstream_broken"
         )
 
-    async def _refusal(self, response: aiohttp.ClientResponse) -> APIError:
+    async def _refusal(self, response: aiohttp.ClientResponse, silence: Silence) -> APIError:
         """The error for a non-2xx answer, read from at most :data:`ERROR_BODY_LIMIT` bytes."""
         status = response.status
-        payload = await _json_prefix(response)
+        payload = await _json_prefix(response, silence)
         detail = error_detail(payload) or response.reason or str(status)
         where = f"The upstream at {self.endpoint}"
         logger.warning("upstream %s answered %d: %s", self.endpoint, status, detail)
@@ -276,29 +297,75 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+async def _read_body(response: aiohttp.ClientResponse, limit: int, silence: Silence) -> bytes | None:
     """The whole body, or ``None`` as soon as it passes ``limit`` bytes."""
     pieces: list[bytes] = []
     size = 0
-    async for piece in response.content.iter_any():
+    content = response.content
+    while True:
+        silence.since = silence.clock()
+        piece = await content.readany()
+        silence.since = None
+        if not piece:
+            return b"".join(pieces)
         size += len(piece)
         if size > limit:
             return None
         pieces.append(piece)
-    return b"".join(pieces)
 
 
-async def _json_prefix(response: aiohttp.ClientResponse) -> Any:
-    body = await _read_body(response, ERROR_BODY_LIMIT)
+async def _json_prefix(response: aiohttp.ClientResponse, silence: Silence) -> Any:
+    body = await _read_body(response, ERROR_BODY_LIMIT, silence)
     try:
         return orjson.loads(body) if body is not None else None
     except orjson.JSONDecodeError:
         return None
 
 
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
+async def _drain(content: aiohttp.StreamReader) -> None:
     """Read to the end of the body so the connection goes back to the pool; give up quickly."""
+    if content.at_eof():  # the usual case: the body's end came with ``[DONE]``
+        return
     with suppress(TimeoutError, aiohttp.ClientError):
         async with asyncio.timeout(DRAIN_GRACE):
-            async for _ in chunks:
+            while await content.readany():
                 pass
+
+
+class Silence:
+    """Ends a request whose upstream stays silent for ``limit`` seconds (``None``: never).
+
+    The reading side sets :attr:`since` to the clock when it starts waiting for the upstream and
+    back to ``None`` once it has what it waited for: a clock read per read, where aiohttp's
+    ``sock_read`` cancels and makes a timer on every read. One timer per request looks at the
+    wait it was armed for: if that wait is still open when it fires, ``deadline`` (the request's
+    ``asyncio.timeout``) expires and the request ends in ``TimeoutError``; else it re-arms for
+    the wait now open (or ``limit`` from now, while the relay is busy writing to its client).
+    """
+
+    __slots__ = ("_armed", "_deadline", "_handle", "_limit", "_loop", "clock", "since")
+
+    def __init__(self, limit: float | None, deadline: asyncio.Timeout) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.clock = self._loop.time
+        self._limit = limit
+        self._deadline = deadline
+        self.since: float | None = self.clock()  # the request is sent: waiting for its head
+        self._armed = self.since
+        self._handle: asyncio.TimerHandle | None = None
+        if limit is not None:
+            self._handle = self._loop.call_at(self.since + limit, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        since = self.since
+        if since is not None and since == self._armed:  # the same wait, open for ``limit``
+            self._handle = None
+            self._deadline.reschedule(self.clock())
+            return
+        self._armed = since = self.clock() if since is None else since
+        self._handle = self._loop.call_at(since + self._limit, self._check)  # type: ignore[operator]

@@ -67,17 +67,21 @@ def add_observations(histogram: Histogram, counts: Sequence[int], total: float) 
     histogram._sum.inc(total)
 
 
+_clock = time.perf_counter
+_bucket = bisect.bisect_left
+
+
 class StreamMeter:
     """One stream's tokens and gaps, kept as plain ints until :meth:`close`."""
 
-    __slots__ = ("_arrived", "_counts", "_first", "_gaps", "_last", "tokens")
+    __slots__ = ("_arrived", "_counts", "_first", "_last", "_started", "tokens")
 
     def __init__(self, arrived: float) -> None:
         self._arrived = arrived
-        self._last: float | None = None
+        self._last = 0.0
+        self._started = 0.0  #: when the first token was written
         self._first: float | None = None
         self._counts = [0] * (len(GAP_BUCKETS) + 1)
-        self._gaps = 0.0
         self.tokens = 0
         STREAMS_OPEN.inc()
 
@@ -88,15 +92,13 @@ class StreamMeter:
 
     def token(self) -> None:
         """A token is being written now."""
-        now = time.perf_counter()
-        last = self._last
-        if last is None:
+        now = _clock()
+        if self.tokens:
+            self._counts[_bucket(GAP_BUCKETS, now - self._last)] += 1
+        else:
+            self._started = now
             self._first = now - self._arrived
             TTFT.observe(self._first)
-        else:
-            gap = now - last
-            self._counts[bisect.bisect_left(GAP_BUCKETS, gap)] += 1
-            self._gaps += gap
         self._last = now
         self.tokens += 1
 
@@ -105,7 +107,7 @@ class StreamMeter:
         if self.tokens:
             TOKENS.inc(self.tokens)
         if self.tokens > 1:
-            add_observations(GAP, self._counts, self._gaps)
+            add_observations(GAP, self._counts, self._last - self._started)  # the gaps add up to that
         end_turn(outcome, time.perf_counter() - self._arrived)
 
 

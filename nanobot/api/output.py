@@ -61,7 +61,7 @@ class Output:
         limit: int = GATHER_LIMIT,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
+        self._task = asyncio.current_task(self._loop)
         self._write = write
         self._interval = ping_interval if ping_interval > 0 else None
         self.write_timeout = write_timeout if write_timeout and write_timeout > 0 else None
@@ -86,7 +86,7 @@ class Output:
 
     async def send(self, data: bytes) -> None:
         """Write ``data`` now, or gather it if output already went out in this loop tick."""
-        if self.broken or self.closed:
+        if self.stalled or self.error is not None or self.closed:
             raise ClientGone("the client is gone" if self.broken else "the stream has ended")
         if self._parts or self._ticking or self.writing_since is not None:
             self._parts.append(data)
@@ -95,9 +95,18 @@ class Output:
                 await self._flush()
                 await asyncio.sleep(0)  # a write that never waits must not hold the loop
             return
+        # ``_out``, inlined: this is the path of every token that is not gathered.
         self._ticking = True
-        self._loop.call_soon(self._tick_end)
-        await self._out(data)
+        loop = self._loop
+        loop.call_soon(self._tick_end)
+        self.writing_since = loop.time()
+        try:
+            await self._write(data)
+        except Exception as exc:
+            raise self._gone(exc) from exc
+        finally:
+            self.writing_since = None
+            self.last = loop.time()
 
     async def close(self, tail: bytes) -> None:
         """Write whatever is gathered, then ``tail``: the end of the stream."""
@@ -134,15 +143,19 @@ class Output:
         try:
             await self._write(data)
         except Exception as exc:
-            if not isinstance(exc, OSError):
-                logger.exception("writing to the client failed")
-            self.error = exc
-            if asyncio.current_task() is not self._task:
-                self._cancel_task()  # the request's task is waiting on the writer: wake it
-            raise ClientGone("the client is gone") from exc
+            raise self._gone(exc) from exc
         finally:
             self.writing_since = None
             self.last = self._loop.time()
+
+    def _gone(self, exc: Exception) -> ClientGone:
+        """A write failed: the client is gone (the error to raise in the writing task)."""
+        if not isinstance(exc, OSError):
+            logger.exception("writing to the client failed", exc_info=exc)
+        self.error = exc
+        if asyncio.current_task(self._loop) is not self._task:
+            self._cancel_task()  # the request's task is waiting on the writer: wake it
+        return ClientGone("the client is gone")
 
     async def _flush(self) -> None:
         """Write everything gathered, after any flusher still writing (keeps the order)."""

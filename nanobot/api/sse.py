@@ -50,7 +50,7 @@ class ChunkFormat:
     every chunk but the usage chunk carries ``"usage": null``, as OpenAI does.
     """
 
-    __slots__ = ("_content", "_first_content", "_head", "_tail")
+    __slots__ = ("_content", "_delta_end", "_first_content", "_head", "_tail")
 
     def __init__(self, chunk_id: str, created: int, model: str, *, include_usage: bool) -> None:
         head = orjson.dumps(
@@ -60,11 +60,12 @@ class ChunkFormat:
         self._tail = (b',"usage":null' if include_usage else b"") + b"}\n\n"
         self._content = self._head + b'[{"index":0,"delta":{"content":'
         self._first_content = self._head + b'[{"index":0,"delta":{"role":"assistant","content":'
+        self._delta_end = b'},"finish_reason":null}]' + self._tail
 
     def delta(self, text: str, *, first: bool = False) -> bytes:
         """A content delta; the first of a stream also names the assistant role."""
         prefix = self._first_content if first else self._content
-        return prefix + json_text(text) + b'},"finish_reason":null}]' + self._tail
+        return prefix + json_text(text) + self._delta_end
 
     def finish(self, reason: str) -> bytes:
         """The closing chunk: an empty delta and the finish reason."""

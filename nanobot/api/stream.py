@@ -21,6 +21,9 @@ class StreamState(enum.Enum):
     FAILED = "failed"
 
 
+_STREAMING = StreamState.STREAMING
+
+
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
@@ -47,10 +50,11 @@ class StreamClosed(RuntimeError):
 class ChatStream:
     """Turns the events of one completion into the bytes of its SSE stream."""
 
-    __slots__ = ("_format", "_include_usage", "sent_text", "state")
+    __slots__ = ("_delta", "_format", "_include_usage", "sent_text", "state")
 
     def __init__(self, chunk_format: ChunkFormat, *, include_usage: bool) -> None:
         self._format = chunk_format
+        self._delta = chunk_format.delta
         self._include_usage = include_usage
         self.state = StreamState.STREAMING
         self.sent_text = False
@@ -67,11 +71,12 @@ class ChatStream:
 
     def text(self, text: str) -> bytes:
         """Fast path for :class:`TextDelta`: one event for one token."""
-        if self.state is not StreamState.STREAMING:
+        if self.state is not _STREAMING:
             raise StreamClosed(f"stream is {self.state.value}")
-        first = not self.sent_text
+        if self.sent_text:
+            return self._delta(text)
         self.sent_text = True
-        return self._format.delta(text, first=first)
+        return self._delta(text, first=True)
 
     def ping(self) -> bytes:
         """A keepalive comment; empty once the stream has ended."""

@@ -157,6 +157,28 @@ def test_the_fast_path_takes_whole_events_and_leaves_the_rest() -> None:
     assert decoder.buffered == 0
 
 
+def test_several_whole_events_in_one_chunk_read_as_if_one_by_one() -> None:
+    """A relay that fell behind reads several events at once: the fast path takes the plain ones
+    and leaves anything else (comments, blank lines, multi-line data, no space) to the slow one."""
+    bodies = [
+        b"data: a\n\ndata: b\n\ndata: [DONE]\n\n",
+        b"data: a\n\n: ping\n\ndata: b\n\n",
+        b"data: a\n\n\n\ndata: b\n\n",
+        b"data: a\n\ndata:b\n\n",
+        b"data: a\n\ndata: b\ndata: c\n\n",
+        b"data: a\n\nevent: x\ndata: b\n\n",
+        b"data: a\n\ndata: b\n\ndata: c",
+        b"data: a\n\ndata: b\r\n\r\n",
+        b"data: a\n\ndata\n\n",
+    ]
+    for body in bodies:
+        decoder = EventDecoder("up")
+        events = decoder.feed(body)
+        tail = decoder.close()
+        assert [*events, *([tail] if tail is not None else [])] == reference(body), body
+        assert decoder.buffered == 0
+
+
 def test_whole_events_with_both_line_ends_read_the_same_however_cut() -> None:
     events = [b'data: {"k": %d}' % k + (b"\r\n\r\n" if k % 2 else b"\n\n") for k in range(6)]
     body = b"".join(events)
@@ -261,6 +283,20 @@ def test_reader_ignores_other_choices_and_missing_deltas() -> None:
     assert not reader.complete
 
 
+def test_reader_reads_every_shape_of_a_one_choice_chunk() -> None:
+    reader = ChunkReader("up")
+    assert reader.feed(b'{"choices":[{"delta":{"content":"a"}}]}') == "a"  # no index: 0
+    assert reader.feed(b'{"choices":[{"index":1,"delta":{"content":"x"}}]}') == ""
+    assert reader.feed(b'{"choices":[{"index":0,"delta":null}]}') == ""
+    assert reader.feed(b'{"choices":[{"index":0}]}') == ""
+    assert reader.feed(b'{"choices":[{"index":0,"delta":{"content":""}}],"usage":null}') == ""
+    assert not reader.complete
+    assert reader.feed(b'{"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"length"}]}') == "b"
+    assert reader.finished and reader.finish_reason == "length"
+    assert reader.feed(b" [DONE]\n") == "" and reader.done
+    assert reader.content == "ab"
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -270,6 +306,8 @@ def test_reader_ignores_other_choices_and_missing_deltas() -> None:
         '{"choices": ["text"]}',
         '{"choices": [{"delta": "text"}]}',
         '{"choices": [{"delta": {"content": 7}}]}',
+        '{"choices": [{"index": 0, "delta": ["x"]}]}',
+        '{"choices": [{"index": 0, "delta": {"content": ["x"]}, "finish_reason": "stop"}]}',
     ],
 )
 def test_reader_refuses_malformed_chunks(data: str) -> None:
