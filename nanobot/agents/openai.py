@@ -76,7 +76,9 @@ class OpenAIAgent:
         their turn; history keeps each message's text.
         """
         sent = list(messages) if messages else [{"role": "user", "content": content}]
-        if stateless or len(sent) > 1:
+        if stateless:
+            outgoing, kept = sent, []  # nothing is saved
+        elif len(sent) > 1:
             outgoing = sent
             kept = [_text_only(m) for m in sent]
         else:
@@ -105,7 +107,7 @@ class OpenAIAgent:
 
     def _with_system_prompt(self, conversation: Sequence[UpstreamMessage]) -> list[UpstreamMessage]:
         if self.system_prompt is None or any(m["role"] in SYSTEM_ROLES for m in conversation):
-            return list(conversation)
+            return conversation if isinstance(conversation, list) else list(conversation)
         return [ChatMessage(role="system", content=self.system_prompt), *conversation]
 
 

@@ -112,6 +112,7 @@ class Upstream:
             ceil_threshold=timeout.ceil_threshold,
         )
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the session's
 
     async def complete(
         self,
@@ -128,24 +129,26 @@ class Upstream:
         body = {
             **(options or {}),
             "model": self.model,
-            "messages": list(messages),
+            "messages": messages if isinstance(messages, list) else list(messages),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         headers = {"X-Request-Id": request_id} if request_id else None
         started = time.perf_counter()
+        session = self._client()
+        silence = Silence(self._loop, self._silence_limit)
         try:
-            async with asyncio.timeout(None) as deadline:
-                silence = Silence(self._silence_limit, deadline)
-                try:
-                    async with self._client().post(
-                        self.endpoint, data=orjson.dumps(body), headers=headers
-                    ) as response:
-                        if response.status >= 300:
-                            raise await self._refusal(response, silence)
-                        return await self._read(response, on_delta, silence)
-                finally:
-                    silence.stop()
+            try:
+                async with session.post(self.endpoint, data=orjson.dumps(body), headers=headers) as response:
+                    if response.status >= 300:
+                        raise await self._refusal(response, silence)
+                    return await self._read(response, on_delta, silence)
+            except asyncio.CancelledError:
+                if silence.expired():
+                    raise TimeoutError("the upstream was silent too long") from None
+                raise
+            finally:
+                silence.stop()
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = self._fault(exc)
             UPSTREAM_FAILURES.labels(error.code or "upstream_error").inc()
@@ -164,6 +167,7 @@ class Upstream:
     def _client(self) -> aiohttp.ClientSession:
         """The pooled session, made on first use (aiohttp wants a running loop for it)."""
         if self._session is None or self._session.closed:
+            self._loop = asyncio.get_running_loop()
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=tls_context())
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -338,34 +342,49 @@ class Silence:
     The reading side sets :attr:`since` to the clock when it starts waiting for the upstream and
     back to ``None`` once it has what it waited for: a clock read per read, where aiohttp's
     ``sock_read`` cancels and makes a timer on every read. One timer per request looks at the
-    wait it was armed for: if that wait is still open when it fires, ``deadline`` (the request's
-    ``asyncio.timeout``) expires and the request ends in ``TimeoutError``; else it re-arms for
-    the wait now open (or ``limit`` from now, while the relay is busy writing to its client).
+    wait it was armed for: if that wait is still open when it fires, it cancels the request's
+    task, and :meth:`expired` (asked when that cancellation arrives) tells it was this timeout,
+    as ``asyncio.timeout`` would; else it re-arms for the wait now open (or ``limit`` from now,
+    while the relay is busy writing to its client).
     """
 
-    __slots__ = ("_armed", "_deadline", "_handle", "_limit", "_loop", "clock", "since")
+    __slots__ = ("_armed", "_fired", "_handle", "_limit", "_loop", "_task", "clock", "since")
 
-    def __init__(self, limit: float | None, deadline: asyncio.Timeout) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.clock = self._loop.time
+    def __init__(self, loop: asyncio.AbstractEventLoop | None, limit: float | None) -> None:
+        self._loop = loop = loop or asyncio.get_running_loop()
+        self.clock = loop.time
         self._limit = limit
-        self._deadline = deadline
+        self._task = asyncio.current_task(loop)
+        self._fired = False
         self.since: float | None = self.clock()  # the request is sent: waiting for its head
         self._armed = self.since
         self._handle: asyncio.TimerHandle | None = None
         if limit is not None:
-            self._handle = self._loop.call_at(self.since + limit, self._check)
+            self._handle = loop.call_at(self.since + limit, self._check)
+
+    def expired(self) -> bool:
+        """The request's task was cancelled by this timeout alone (then it is no longer cancelled)."""
+        if not self._fired or self._task is None:
+            return False
+        self._fired = False
+        return self._task.uncancel() == 0
 
     def stop(self) -> None:
+        """No more watching; a cancellation of ours that never arrived is taken back."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._fired and self._task is not None:
+            self._fired = False
+            self._task.uncancel()
 
     def _check(self) -> None:
+        self._handle = None
         since = self.since
         if since is not None and since == self._armed:  # the same wait, open for ``limit``
-            self._handle = None
-            self._deadline.reschedule(self.clock())
+            if self._task is not None and not self._task.done():
+                self._fired = True
+                self._task.cancel()
             return
         self._armed = since = self.clock() if since is None else since
         self._handle = self._loop.call_at(since + self._limit, self._check)  # type: ignore[operator]
