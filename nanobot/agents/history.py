@@ -1,4 +1,4 @@
-"""Session stores for the ``openai`` agent: each session's conversation, in memory or in SQLite.
+"""Session stores for the ``openai`` agent: each session's conversation, in memory, SQLite or Redis.
 
 A store holds the turns of a session (user and assistant messages, and any system messages a
 client sent itself); the agent's own system prompt is not stored, it is put first on every call,
@@ -15,13 +15,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import orjson
 
+from nanobot.api.redis_sessions import (
+    DEFAULT_TIMEOUT,
+    ServiceUnavailable,
+    cancel_requests,
+    raise_swallowed_cancel,
+    redis_client,
+    redis_failures,
+)
 from nanobot.config import ConfigError
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 SYSTEM_ROLES = frozenset({"system", "developer"})
+#: Seconds an idle session's conversation is kept in Redis (``--session-ttl``): a week.
+DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
 
 
 class ChatMessage(TypedDict):
@@ -130,11 +143,84 @@ class SQLiteHistory:
             self._db.close()
 
 
-def open_history(spec: str) -> History:
-    """``memory``, or ``sqlite:PATH``."""
+class HistoryNotSaved(ServiceUnavailable):
+    """The upstream finished the turn, but Redis would not store it: the client must not replay
+    it blindly (``x-should-retry: false``)."""
+
+    agent_started = True
+
+
+class RedisHistory:
+    """Conversations in Redis, shared by every worker and host: one JSON value per session at
+    ``PREFIX:h:SESSION``, expiring ``ttl`` seconds after its last save (``None``: never).
+
+    Redis down or unreachable: :meth:`load` raises :class:`ServiceUnavailable` (503) within
+    ``timeout``; :meth:`save` raises :class:`HistoryNotSaved` (503, not to be replayed blindly).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float | None = DEFAULT_SESSION_TTL,
+        prefix: str = "nanobot",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        try:
+            self._redis: Redis = redis_client(url, timeout=timeout)
+        except ValueError as exc:
+            raise ConfigError(f"Cannot use the history store {url!r}: {exc}") from exc
+        self._failures = redis_failures()
+        self.ttl = ttl if ttl is not None and ttl > 0 else None
+        self.prefix = prefix
+        self.timeout = timeout
+        self._px = max(1, round(self.ttl * 1000)) if self.ttl is not None else None
+        self._closed = False
+
+    def key(self, session: str) -> str:
+        return f"{self.prefix}:h:{session}"
+
+    async def load(self, session: str) -> list[ChatMessage]:
+        cancels = cancel_requests()
+        try:
+            async with asyncio.timeout(self.timeout):
+                raw = await self._redis.get(self.key(session))
+        except self._failures as exc:
+            raise ServiceUnavailable(
+                "The history store (Redis) cannot be reached; try again shortly."
+            ) from exc
+        raise_swallowed_cancel(cancels)
+        if raw is None:
+            return []
+        messages: list[ChatMessage] = orjson.loads(raw)
+        return messages
+
+    async def save(self, session: str, messages: Sequence[ChatMessage]) -> None:
+        encoded = orjson.dumps(list(messages))
+        cancels = cancel_requests()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._redis.set(self.key(session), encoded, px=self._px)
+        except self._failures as exc:
+            raise HistoryNotSaved(
+                "The answer could not be saved: the history store (Redis) cannot be reached."
+            ) from exc
+        raise_swallowed_cancel(cancels)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._redis.aclose()
+
+
+def open_history(spec: str, *, ttl: float | None = DEFAULT_SESSION_TTL) -> History:
+    """``memory``, ``sqlite:PATH``, or ``redis://HOST:PORT/DB`` (``rediss://`` for TLS), where a
+    session's conversation expires ``ttl`` seconds after its last turn (``None`` or 0: never)."""
     if spec == "memory":
         return MemoryHistory()
+    if spec.startswith(("redis://", "rediss://")):
+        return RedisHistory(spec, ttl=ttl)
     kind, _, path = spec.partition(":")
     if kind == "sqlite" and path:
         return SQLiteHistory(path)
-    raise ConfigError(f"history must be 'memory' or 'sqlite:PATH', not {spec!r}")
+    raise ConfigError(f"history must be 'memory' or 'sqlite:PATH' (or redis://HOST:PORT/DB), not {spec!r}")
