@@ -121,7 +121,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for stack in args.stack or ("aiohttp", "asgi"):
         port = free_port()
-        with running("nanobot", "serve", "--stack", stack, "--port", str(port), "--log-level", "warning") as server:
+        args = ("serve", "--stack", stack, "--port", str(port), "--log-level", "warning")
+        with running("nanobot", *args) as server:
             wait_listening(server, port, 30)
             for name, make in PROBES.items():
                 status, took, lat = asyncio.run(probe(port, make))

@@ -14,12 +14,14 @@ worker is refused (``cli.check_workers``). Metrics from every worker are summed 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +48,7 @@ class Supervisor:
         self._context = multiprocessing.get_context("fork")
         self._workers: dict[int, tuple[BaseProcess, float]] = {}
         self._stopping = 0  # signals received
+        self._parent = os.getpid()
 
     def run(self) -> int:
         """Supervise until stopped; 0 when every worker ended cleanly after a signal."""
@@ -68,6 +71,7 @@ class Supervisor:
     def _child(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)  # the worker's own loop installs its handlers
+        _die_with_parent(self._parent)
         os._exit(self._serve(self._sock))
 
     def _watch(self) -> int:
@@ -106,6 +110,22 @@ class Supervisor:
         for pid in list(self._workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL if forced else signal.SIGTERM)
+
+
+#: Linux ``prctl`` option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker whose supervisor is killed (even by SIGKILL) gets SIGTERM and drains, rather
+    than serving on as an orphan nobody stops. Linux only; elsewhere the supervisor's own
+    signal handling is all there is."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def metrics_dir() -> str | None:

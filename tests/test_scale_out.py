@@ -10,6 +10,7 @@ with a bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -52,7 +53,12 @@ async def server(
     args += ["--agent", "openai", "--upstream-url", upstream.url, "--upstream-model", "m"]
     args += ["--history", redis.url, *extra]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        sys.executable,
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its workers too can be stopped as one group
     )
     try:
         assert process.stdout is not None
@@ -63,9 +69,20 @@ async def server(
         yield url, process.pid
         drain.cancel()
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        await stop(process)
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM and a bounded wait, then SIGKILL to the whole group (workers included)."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:
@@ -216,7 +233,7 @@ async def test_workers_share_one_port_and_refuse_to_start_without_redis(
     assert refused.returncode == 2 and b"--redis-url" in err
     upstream.will(*(answer(f"A{i}") for i in range(1, 5)))
     async with (
-        server("aiohttp", redis, upstream, "--workers", "2") as (url, pid),
+        server("aiohttp", redis, upstream, "--workers", "2") as (url, _),
         httpx.AsyncClient() as client,
     ):
         for i in range(1, 5):
@@ -224,4 +241,3 @@ async def test_workers_share_one_port_and_refuse_to_start_without_redis(
         assert len(upstream.last.messages) == 7  # one conversation across whichever workers served it
         metrics = (await client.get(f"{url}/metrics")).text
         assert 'nanobot_turns_total{outcome="completed"} 4.0' in metrics  # summed over the workers
-        os.kill(pid, signal.SIGTERM)

@@ -64,7 +64,7 @@ async def test_open_history_reads_the_setting(tmp_path: Path) -> None:
     store = open_history(f"sqlite:{tmp_path / 'h.db'}")
     assert isinstance(store, SQLiteHistory)
     await store.aclose()
-    for bad in ("redis://x", "sqlite:", "sqlite"):
+    for bad in ("mysql://x", "sqlite:", "sqlite"):  # redis:// is a store now
         with pytest.raises(ConfigError, match="'memory' or 'sqlite:PATH'"):
             open_history(bad)
     with pytest.raises(ConfigError, match="Cannot open the history database"):
