@@ -18,6 +18,8 @@ class APIError(Exception):
     default_code: ClassVar[str | None] = None
     #: True when the agent may already have done work: clients must not replay the request.
     agent_started: ClassVar[bool] = False
+    #: Seconds a client should wait before trying again (``Retry-After``), when it may.
+    retry_after: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -47,6 +49,8 @@ class APIError(Exception):
     def headers(self) -> dict[str, str]:
         """Headers a response carrying this error must have."""
         headers = dict(self.extra_headers)
+        if self.retry_after is not None:
+            headers.setdefault("Retry-After", str(self.retry_after))
         if self.agent_started and self.status >= 500:
             headers["x-should-retry"] = "false"
         return headers
@@ -115,6 +119,7 @@ class Overloaded(APIError):
     status = 429
     type = "rate_limit_error"
     default_code = "session_busy"
+    retry_after = 1
 
 
 class RateLimited(APIError):
@@ -131,9 +136,7 @@ class ShuttingDown(APIError):
     status = 503
     type = "server_error"
     default_code = "server_shutting_down"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1", **super().headers()}
+    retry_after = 1
 
 
 class ServerOverloaded(APIError):
@@ -142,9 +145,7 @@ class ServerOverloaded(APIError):
     status = 503
     type = "server_error"
     default_code = "overloaded"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1", **super().headers()}
+    retry_after = 1
 
 
 class TurnStopped(ShuttingDown):

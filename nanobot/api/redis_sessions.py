@@ -105,9 +105,7 @@ class ServiceUnavailable(APIError):
     status = 503
     type = "server_error"
     default_code = "service_unavailable"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1", **super().headers()}
+    retry_after = 1
 
 
 class SessionLost(ServiceUnavailable):
@@ -421,7 +419,6 @@ class RedisSessions:
     def _busy(self, key: str, queued: int) -> Overloaded:
         return Overloaded(
             f"Session '{key}' already has {queued} requests in flight; try again later.",
-            headers={"Retry-After": "1"},
         )
 
     def _unavailable(self, exc: BaseException) -> ServiceUnavailable:

@@ -53,7 +53,6 @@ class SessionLocks:
         if slot is not None and slot.users > self._max_waiting:
             raise Overloaded(
                 f"Session '{key}' already has {slot.users} requests in flight; try again later.",
-                headers={"Retry-After": "1"},
             )
 
     def hold(self, key: str) -> Hold:
