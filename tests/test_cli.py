@@ -59,6 +59,32 @@ def launched(*args: str, nofile: int | None = None) -> Iterator[tuple[subprocess
         process.communicate(timeout=10)
 
 
+@contextmanager
+def plain_uvicorn(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Iterator[str]:
+    """``uvicorn asgi.app:app ARGS`` on a free port; its base URL once it is up; stopped after."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "asgi.app:app", "--port", str(port), "--log-level", "info", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for _ in range(50):  # uvicorn logs a bounded number of lines before it is up
+            line = process.stderr.readline()
+            if "Uvicorn running" in line or not line:
+                break
+        assert "Uvicorn running" in line, line
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
@@ -112,36 +138,14 @@ def test_bad_agent_spec_is_a_clear_error() -> None:
 
 
 def test_uvicorn_serves_asgi_app_from_the_environment() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "NANOBOT_MODEL": "env-model", "NANOBOT_API_KEY": "secret"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "asgi.app:app", "--port", str(port), "--log-level", "info"],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for _ in range(50):  # uvicorn logs a bounded number of lines before it is up
-            line = process.stderr.readline()
-            if "Uvicorn running" in line or not line:
-                break
-        assert "Uvicorn running" in line, line
-        url = f"http://127.0.0.1:{port}"
+    env = {"NANOBOT_MODEL": "env-model", "NANOBOT_API_KEY": "secret"}
+    with plain_uvicorn(env=env) as url:
         response = httpx.post(
             f"{url}/v1/chat/completions", json=BODY, headers={"Authorization": "Bearer secret"}
         )
         events = data_events(response.content)
         assert events[0]["model"] == "env-model"
         assert text_of(events) == "hello there friend"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def test_flags_win_over_environment_over_defaults() -> None:
@@ -232,40 +236,17 @@ def test_out_of_file_descriptors_logs_little_and_recovers(stack: str) -> None:
 
 def test_uvicorn_cli_takes_the_limited_protocol_from_the_asgi_module() -> None:
     """``uvicorn asgi.app:app --http asgi.app:HttpProtocol``: limits and deadline from NANOBOT_*."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "NANOBOT_MAX_HEADER_SIZE": "1024", "NANOBOT_HEADER_TIMEOUT": "0.5"}
-    command = ["asgi.app:app", "--port", str(port), "--http", "asgi.app:HttpProtocol"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", *command, "--log-level", "info"],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for _ in range(50):
-            line = process.stderr.readline()
-            if "Uvicorn running" in line or not line:
-                break
-        assert "Uvicorn running" in line, line
-        url = f"http://127.0.0.1:{port}"
+    env = {"NANOBOT_MAX_HEADER_SIZE": "1024", "NANOBOT_HEADER_TIMEOUT": "0.5"}
+    with plain_uvicorn("--http", "asgi.app:HttpProtocol", env=env) as url:
         response = httpx.get(f"{url}/health", headers={"X-Big": "a" * 1025})
         assert response.status_code == 431
         assert response.json()["error"]["code"] == "request_header_fields_too_large"
         assert httpx.get(f"{url}/health", headers={"X-Big": "a" * 1024}).status_code == 200
-        with socket.create_connection(("127.0.0.1", port)) as idle:
+        with socket.create_connection(("127.0.0.1", port_of(url))) as idle:
             idle.settimeout(10)
             started = time.perf_counter()
             assert idle.recv(1) == b""
             assert time.perf_counter() - started < 5
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def test_a_network_host_without_a_key_refuses_to_start() -> None:
@@ -323,26 +304,8 @@ def test_an_agent_module_is_found_in_the_current_folder_and_in_app_dir(tmp_path:
 
 
 def test_uvicorn_serves_the_installed_app_from_any_folder(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "asgi.app:app", "--port", str(port), "--log-level", "info"],
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for _ in range(50):
-            line = process.stderr.readline()
-            if "Uvicorn running" in line or not line:
-                break
-        assert "Uvicorn running" in line, line
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
+    with plain_uvicorn(cwd=tmp_path) as url:
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
 
 
 @pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
