@@ -4,6 +4,12 @@ Deliberate difference from the aiohttp adapter: a disconnect is detected by list
 ``http.disconnect`` on ``receive`` for the whole life of a chat request (reading the body first),
 and the request's work is cancelled when it arrives. Plain ASGI only: Starlette's
 ``BaseHTTPMiddleware`` would hide the disconnect.
+
+Other deliberate differences, each making this stack answer as aiohttp does: an HTTP/1.1
+request without ``Host`` is refused here (httptools lets it through; aiohttp's parser refuses
+it); trailing slashes are not redirected; drain on shutdown is chained in front of the server's
+signal handlers in the lifespan (uvicorn would otherwise wait for streams without limit), where
+aiohttp drains in ``on_shutdown``; uvicorn's ERROR for an unfinished stream is logged as INFO.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Deliberate difference from the ASGI adapter: a client disconnect is detected by aiohttp's
 handler cancellation, which ``create_app`` turns on for the app itself (``handler_args``), so
 ``web.run_app`` and ``AppRunner`` cancel the agent without extra flags. The ASGI adapter listens
-for ``http.disconnect`` instead.
+for ``http.disconnect`` instead. Also: the body is read through a wrapper that turns aiohttp's
+decoding errors (``Content-Encoding``) into a 400, and aiohttp's ERROR tracebacks for a
+client's malformed request are logged as one INFO line; the drain runs in ``on_shutdown``.
 """
 
 from __future__ import annotations
