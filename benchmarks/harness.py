@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.processes import cores, read_line, running, wait_listening
+from benchmarks.processes import cores, read_line, running, stop, wait_listening
 from benchmarks.servers import MODEL, Server, by_name
 from benchmarks.workloads import Step
 
@@ -157,10 +157,11 @@ def start_servers(
             env = {"LITELLM_MASTER_KEY": key}
         process = stack.enter_context(running("benchmarks.servers", *args, env=env))
         try:
-            port = await_ready(process)
+            port = await_ready(process, server.start_timeout)
             upstream_process = upstream.process if upstream is not None and server.relay else None
             live.append(Live(server, process, port, upstream_process, key))
         except (TimeoutError, OSError, ValueError) as exc:
+            stop(process)  # now: one still starting must not share the server core with the steps
             suite.skipped.append(server.name)
             suite.notes.append(f"{server.name}: did not start: {exc}")
             progress(f"{server.name}: did not start: {exc}")
@@ -246,14 +247,14 @@ def run_load(
     return results
 
 
-def await_ready(process: Any) -> int:
+def await_ready(process: Any, timeout: float = START_TIMEOUT) -> int:
     """The port of a freshly started server, once it listens."""
-    words = read_line(process, START_TIMEOUT).split()
+    words = read_line(process, timeout).split()
     if len(words) != 2 or words[0] not in (b"READY", b"PORT"):
         raise ValueError(f"the server did not announce its port (exit {process.poll()}): {words!r}")
     port = int(words[1])
     if words[0] == b"PORT":
-        wait_listening(process, port, START_TIMEOUT)
+        wait_listening(process, port, timeout)
     return port
 
 

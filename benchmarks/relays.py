@@ -119,7 +119,11 @@ def run_litellm(upstream_url: str) -> None:
         raise SystemExit("litellm: LITELLM_MASTER_KEY is not set")
     harness = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # its banners must not fill the harness's pipe
+    # Its banners (print) go nowhere: not into the harness's pipe, not onto the terminal; its
+    # errors still reach stderr (its logging, at ERROR).
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, sys.stdout.fileno())
+    os.close(quiet)
     config = {
         "model_list": [
             {

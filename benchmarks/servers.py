@@ -34,6 +34,7 @@ class Server:
     requires: tuple[str, ...] = ()
     relay: bool = False  # a W4 relay in front of the cheap upstream (runs W4 only; the others skip it)
     hint: str = ""  # how to install what it needs, if that is not the bench extra
+    start_timeout: float = 30.0  # seconds to wait for it to listen
 
     def missing(self) -> list[str]:
         """The modules it needs that are not installed."""
@@ -72,6 +73,7 @@ SERVERS = (
         ("litellm", "fastapi", "uvloop", "httptools"),
         True,
         " (pip install 'litellm[proxy]'; see benchmarks/README.md)",
+        180.0,  # importing the proxy takes tens of seconds on a small machine
     ),
 )
 QUICK = ("floor", "aiohttp", "uvicorn", "sse-starlette", "aiohttp-sse", "naive")
