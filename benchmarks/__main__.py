@@ -18,10 +18,10 @@ from types import FrameType
 from typing import Any
 
 from benchmarks.checks import self_test
-from benchmarks.harness import Suite, describe, progress, run_load, run_suite
+from benchmarks.harness import QUIET, Suite, describe, progress, run_load, run_suite
 from benchmarks.plot import plot
 from benchmarks.relayreport import fits, relay_summary, relay_table, relay_verdicts
-from benchmarks.report import machine, table, targets, write_json
+from benchmarks.report import machine, rounds_kept, table, targets, write_json
 from benchmarks.servers import QUICK, QUICK_RELAYS, SERVERS, Server, by_name
 from benchmarks.workloads import Step, full_plan, quick_plan, select, url_plan
 
@@ -92,9 +92,16 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def busy(results: list[dict[str, Any]], limit: float = 0.05) -> list[str]:
-    """A note for every step where the rest of the machine took more than ``limit`` of a core."""
+    """A note for every step with rounds left out for others' CPU, and for every step whose counted
+    rounds still saw the rest of the machine take more than ``limit`` of a core."""
     notes = []
     for result in results:
+        kept, total = rounds_kept(result)
+        if kept < total:
+            notes.append(
+                f"{result['server']} {result['label']}: {total - kept} of {total} rounds left out "
+                f"(others' CPU above {QUIET * 100:.0f} %)"
+            )
         others = result.get("others_cpu_share")
         if isinstance(others, int | float) and others > limit:
             notes.append(

@@ -192,11 +192,21 @@ ROUND_KEYS = (
 )
 
 
+#: A round in which the rest of the machine took more than this share of a core is left out of a
+#: step's median, as long as at least half of the step's rounds were quieter.
+QUIET = 0.10
+
+
 def combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per step, the median over its rounds of every figure in :data:`ROUND_KEYS`, each round's
-    values kept in ``per_round`` (in round order, so a server's round ``i`` can be set against the
-    floor's round ``i``, taken seconds apart); others' CPU is the worst round's. The rest (the
-    latencies) is the median-rate round's. An invalid round makes the step invalid.
+    """Per step, the median over its quiet rounds of every figure in :data:`ROUND_KEYS`.
+
+    Every round's values stay in ``per_round`` (in round order, so a server's round ``i`` can be
+    set against the floor's round ``i``, taken seconds apart), with ``kept``: whether the round
+    counts. A round counts when others' CPU stayed within :data:`QUIET` (a neighbour slows the
+    load client, and a floor whose client falls behind gathers its writes in the socket buffer,
+    so its CPU per token drops), unless fewer than half the rounds did: then all count. Others'
+    CPU is the worst counted round's. The rest (the latencies) is the median-rate counted
+    round's. An invalid round makes the step invalid.
     """
     by_label: dict[str, list[dict[str, Any]]] = {}
     for result in results:
@@ -204,20 +214,40 @@ def combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     chosen = []
     for rounds in by_label.values():
         invalid = [r for r in rounds if not r.get("valid")]
-        ordered = sorted(rounds, key=_rate)
+        kept = [_quiet(r) for r in rounds]
+        if 2 * sum(kept) < len(rounds):
+            kept = [True] * len(rounds)
+        counted = [r for r, keep in zip(rounds, kept, strict=True) if keep]
+        ordered = sorted(counted, key=_rate)
         pick = invalid[0] if invalid else ordered[(len(ordered) - 1) // 2]
-        per_round = {key: [r.get(key) for r in rounds] for key in (*ROUND_KEYS, "others_cpu_share")}
+        per_round: dict[str, list[Any]] = {
+            key: [r.get(key) for r in rounds] for key in (*ROUND_KEYS, "others_cpu_share")
+        }
+        per_round["kept"] = kept
         combined = {**pick, "per_round": per_round}
         for key in ROUND_KEYS:
-            values = [v for v in per_round[key] if isinstance(v, int | float)]
+            values = [v for v, keep in zip(per_round[key], kept, strict=True) if keep and _number(v)]
             if values and not invalid:
                 combined[key] = statistics.median(values)
-        others = [v for v in per_round["others_cpu_share"] if isinstance(v, int | float)]
+        shares = zip(per_round["others_cpu_share"], kept, strict=True)
+        others = [v for v, keep in shares if keep and _number(v)]
         combined["others_cpu_share"] = max(others) if others else None
         combined["rounds"] = [_rate(r) for r in rounds]
-        combined["rounds_cpu_us_per_request"] = per_round["server_cpu_us_per_request"]
+        combined["rounds_cpu_us_per_request"] = [
+            value if keep else None
+            for value, keep in zip(per_round["server_cpu_us_per_request"], kept, strict=True)
+        ]
         chosen.append(combined)
     return chosen
+
+
+def _quiet(result: dict[str, Any]) -> bool:
+    others = result.get("others_cpu_share")
+    return not _number(others) or others <= QUIET
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float)
 
 
 def _rate(result: dict[str, Any]) -> float:

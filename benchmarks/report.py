@@ -217,11 +217,22 @@ def spread(values: list[Any]) -> tuple[float, float, float] | None:
 
 
 def round_values(result: dict[str, Any] | None, key: str) -> list[Any]:
-    """Each round's ``key`` (one value for a step of one round)."""
+    """Each round's ``key``, ``None`` for a round left out (others' CPU; see
+    :func:`benchmarks.harness.combine`); one value for a step of one round."""
     if not result or not result.get("valid"):
         return []
-    rounds = (result.get("per_round") or {}).get(key)
-    return list(rounds) if rounds else [result.get(key)]
+    per_round = result.get("per_round") or {}
+    rounds = per_round.get(key)
+    if not rounds:
+        return [result.get(key)]
+    kept = per_round.get("kept") or [True] * len(rounds)
+    return [value if keep else None for value, keep in zip(rounds, kept, strict=False)]
+
+
+def rounds_kept(result: dict[str, Any] | None) -> tuple[int, int]:
+    """How many of a step's rounds count, of how many."""
+    kept = ((result or {}).get("per_round") or {}).get("kept") or []
+    return sum(kept), len(kept)
 
 
 def ratios(result: dict[str, Any] | None, floor: dict[str, Any] | None, key: str) -> list[float]:
@@ -256,7 +267,8 @@ def _value_cell(result: dict[str, Any] | None, key: str, fmt: str) -> str:
         return "-"
     if not result.get("valid"):
         return "INVALID"
-    return _span(spread(round_values(result, key)), fmt)
+    kept, total = rounds_kept(result)
+    return _span(spread(round_values(result, key)), fmt) + (f" ({kept}/{total})" if kept < total else "")
 
 
 def _ratio_cell(result: dict[str, Any] | None, floor: dict[str, Any] | None, key: str) -> str:
@@ -401,12 +413,17 @@ def verdicts(results: list[dict[str, Any]]) -> str:
 
 def targets(results: list[dict[str, Any]]) -> str:
     """The echo-path summary: per-token and per-request costs, latencies and memory, verdicts."""
+    ran = {r["workload"] for r in results}
     parts = [
         "Per token and per request (median over rounds [min-max]; ratios taken round by round "
-        "against the floor's):",
+        "against the floor's; (k/n): only k of n rounds counted, the others had a busy neighbour):",
         costs(results),
         "Latencies (W2, W2burst: one run each) and memory:",
         latencies(results),
         verdicts(results),
     ]
+    if not ran & {"W1", "W1y", "W3"}:
+        parts[:2] = ["", ""]
+    if not ran & {"W2", "W2burst", "idle"}:
+        parts[2:4] = ["", ""]
     return "\n\n".join(part for part in parts if part)
