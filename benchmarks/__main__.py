@@ -12,20 +12,26 @@ from __future__ import annotations
 import argparse
 import secrets
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import orjson
+
 from benchmarks.checks import self_test
 from benchmarks.harness import QUIET, Suite, describe, progress, run_load, run_suite
 from benchmarks.plot import plot
+from benchmarks.processes import read_line, running
 from benchmarks.relayreport import fits, relay_summary, relay_table, relay_verdicts
 from benchmarks.report import machine, rounds_kept, table, targets, write_json
+from benchmarks.scalereport import scale_summary, scale_table
 from benchmarks.servers import QUICK, QUICK_RELAYS, SERVERS, Server, by_name
 from benchmarks.workloads import Step, full_plan, quick_plan, select, url_plan
 
 OUT = Path(__file__).resolve().parent / "out"
+SCALE = {server.name for server in SERVERS if server.redis}
 REQUIRED = ("floor", "aiohttp", "uvicorn", "direct", "relay-floor", "relay-aiohttp", "relay-uvicorn")
 
 
@@ -78,6 +84,8 @@ def run_local(args: argparse.Namespace) -> int:
     progress(f"benchmarks ({mode}): {len(servers)} servers x {sum(s.reported for s in steps)} steps")
     suite = run_suite(servers, steps)
     suite.results.extend(fits(suite.results))
+    if any(r["server"] in SCALE for r in suite.results):
+        suite.redis_cost = redis_cost(quick=args.quick, notes=suite.notes)
     if not args.quick:
         suite.notes.extend(busy(suite.results))
     if args.quick:
@@ -89,6 +97,24 @@ def run_local(args: argparse.Namespace) -> int:
         progress(f"FAILED: {len(suite.invalid)} invalid results")
         return 1
     return 0
+
+
+def redis_cost(*, quick: bool, notes: list[str]) -> dict[str, Any] | None:
+    """:mod:`benchmarks.rediscost` in a child (its own redis-server), after the servers stopped."""
+    args = ["--json", *(["--turns", "100"] if quick else [])]
+    progress("timing Redis's round trips alone (benchmarks.rediscost)")
+    try:
+        with running("benchmarks.rediscost", *args) as child:
+            line = read_line(child, 300.0)
+            code = child.wait(timeout=30)
+    except (OSError, TimeoutError, subprocess.TimeoutExpired) as exc:
+        notes.append(f"benchmarks.rediscost failed: {exc}")
+        return None
+    if code != 0 or not line:
+        notes.append(f"benchmarks.rediscost failed (exit {code})")
+        return None
+    result: dict[str, Any] = orjson.loads(line)
+    return result
 
 
 def busy(results: list[dict[str, Any]], limit: float = 0.05) -> list[str]:
@@ -116,8 +142,8 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step], endpoint: str
 
     ``endpoint`` (``--url`` mode) names what was measured, in the plot's title."""
     facts = machine()
-    echo = [r for r in suite.results if not r.get("relay")]
-    tables = [table(echo) if echo else "", relay_table(suite.results)]
+    echo = [r for r in suite.results if not r.get("relay") and r["server"] not in SCALE]
+    tables = [table(echo) if echo else "", relay_table(suite.results), scale_table(suite.results)]
     text = "\n\n".join(t for t in tables if t)
     print(text)
     for note in suite.notes:
@@ -130,12 +156,14 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step], endpoint: str
         "steps": [s.to_dict() for s in steps],
         "results": suite.results,
         "notes": suite.notes,
+        "redis_cost": suite.redis_cost,
     }
     write_json(out / f"{mode}.json", document)
     summaries = [
         targets(echo) if echo else "",
         relay_summary(suite.results) if tables[1] else "",
         relay_verdicts(suite.results) if tables[1] else "",
+        scale_summary(suite.results, suite.redis_cost),
     ]
     summary = "\n\n".join(t for t in summaries if t) if mode == "full" else ""
     if summary:
@@ -146,7 +174,7 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step], endpoint: str
         title = f"{endpoint}, {facts['date']}, load client on {machine_text}"
     else:
         title = f"nanobot-api benchmarks, {facts['date']}, commit {facts['code']}, {machine_text}"
-    if plot(suite.results, out / f"{mode}.png", title):
+    if plot([r for r in suite.results if r["server"] not in SCALE], out / f"{mode}.png", title):
         print(f"wrote {out / mode}.json, .md, .png")
     else:
         print(f"wrote {out / mode}.json, .md (no plot: matplotlib is not installed, or nothing to draw)")

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from benchmarks.processes import cores, read_line, running, stop, wait_listening
-from benchmarks.servers import MODEL, Server, by_name
+from benchmarks.servers import MODEL, SCALE_WORKLOADS, Server, by_name
 from benchmarks.workloads import Step
 
 START_TIMEOUT = 30.0
@@ -37,6 +37,7 @@ class Suite:
     results: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    redis_cost: dict[str, Any] | None = None  # benchmarks.rediscost's figures, when it ran
 
     @property
     def invalid(self) -> list[dict[str, Any]]:
@@ -99,9 +100,12 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
         suite.notes.append("fewer than 2 usable cores: server and load are not pinned")
     if not any(step.relay for step in steps):
         servers = [server for server in servers if not server.relay]
+    if not any(step.reported and not step.relay and step.workload in SCALE_WORKLOADS for step in steps):
+        servers = [server for server in servers if not server.redis]
     with ExitStack() as stack:
         upstream = start_upstream(servers, load_cpu, stack, suite)
-        live = start_servers(servers, server_cpu, stack, suite, upstream)
+        redis = start_redis(servers, load_cpu, stack, suite)
+        live = start_servers(servers, server_cpu, stack, suite, upstream, redis)
         started = time.monotonic()
         for batch in batches(steps):
             collected: dict[str, list[dict[str, Any]]] = {}
@@ -109,7 +113,7 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
             for round_ in range(rounds):
                 turn = round_ % len(live) if live else 0
                 for item in live[turn:] + live[:turn]:
-                    mine = [step for step in batch if step.relay == item.server.relay]
+                    mine = [step for step in batch if _runs(item.server, step)]
                     for result in run_batch(item, mine, load_cpu) if mine else []:
                         collected.setdefault(item.server.name, []).append(result)
                         elapsed = time.monotonic() - started
@@ -133,15 +137,45 @@ def start_upstream(servers: list[Server], cpu: int | None, stack: ExitStack, sui
         return None
 
 
+def _runs(server: Server, step: Step) -> bool:
+    """Whether ``server`` takes part in ``step`` (warm-ups: every server of its kind)."""
+    return step.relay == server.relay and (not step.reported or server.runs(step.workload))
+
+
+def start_redis(
+    servers: list[Server], cpu: int | None, stack: ExitStack, suite: Suite
+) -> tuple[subprocess.Popen[bytes], str] | None:
+    """A fresh ``redis-server`` on the load's core, if any scale-out server is to run."""
+    if not any(server.redis and not server.missing() for server in servers):
+        return None
+    from benchmarks.rediscost import running_redis
+
+    try:
+        return stack.enter_context(running_redis(cpu))
+    except (OSError, RuntimeError) as exc:
+        suite.notes.append(f"redis-server did not start: {exc}")
+        progress(f"redis-server did not start: {exc}")
+        return None
+
+
 def start_servers(
-    servers: list[Server], cpu: int | None, stack: ExitStack, suite: Suite, upstream: Live | None = None
+    servers: list[Server],
+    cpu: int | None,
+    stack: ExitStack,
+    suite: Suite,
+    upstream: Live | None = None,
+    redis: tuple[subprocess.Popen[bytes], str] | None = None,
 ) -> list[Live]:
-    """Start each installed server (``stack`` stops them on the way out); note the others."""
+    """Start each installed server (``stack`` stops them on the way out); note the others.
+
+    A scale-out server gets the Redis URL, and the redis-server's CPU is metered apart from
+    others' (as W4's upstream's is)."""
     live = []
     for server in servers:
         missing = server.missing()
-        if missing or (server.relay and upstream is None):
+        if missing or (server.relay and upstream is None) or (server.redis and redis is None):
             why = f"not installed: {', '.join(missing)}{server.hint}" if missing else "no W4 upstream"
+            why = "no redis-server" if not missing and server.redis else why
             suite.skipped.append(server.name)
             suite.notes.append(f"{server.name}: skipped, {why}")
             progress(f"{server.name}: skipped ({why})")
@@ -149,9 +183,11 @@ def start_servers(
         if upstream is not None and server.name == "direct":
             live.append(upstream)
             continue
-        args, env, key = [server.name, _cpu_arg(cpu)], None, None
+        args, env, key = [server.name, _cpu_arg(cpu if server.pinned else None)], None, None
         if upstream is not None and server.relay:
             args.append(f"http://127.0.0.1:{upstream.port}/v1")
+        if redis is not None and server.redis:
+            args.append(redis[1])
         if server.name == "litellm":
             key = f"sk-bench-{secrets.token_hex(24)}"
             env = {"LITELLM_MASTER_KEY": key}
@@ -159,6 +195,8 @@ def start_servers(
         try:
             port = await_ready(process, server.start_timeout)
             upstream_process = upstream.process if upstream is not None and server.relay else None
+            if redis is not None and server.redis:
+                upstream_process = redis[0]
             live.append(Live(server, process, port, upstream_process, key))
         except (TimeoutError, OSError, ValueError) as exc:
             stop(process)  # now: one still starting must not share the server core with the steps

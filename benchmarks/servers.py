@@ -11,7 +11,9 @@ answers. A W4 relay (``relay=True``) relays to ``UPSTREAM``, the cheap upstream'
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
+import shutil
 import socket
 import sys
 from collections.abc import Callable
@@ -35,10 +37,24 @@ class Server:
     relay: bool = False  # a W4 relay in front of the cheap upstream (runs W4 only; the others skip it)
     hint: str = ""  # how to install what it needs, if that is not the bench extra
     start_timeout: float = 30.0  # seconds to wait for it to listen
+    #: Scale-out (issue 13): sessions in the run's ``redis-server``; runs :data:`SCALE_WORKLOADS` only.
+    redis: bool = False
+    pinned: bool = True  # on the server core (else on both: ``--workers 2`` shares the load's core)
 
     def missing(self) -> list[str]:
-        """The modules it needs that are not installed."""
-        return [module for module in self.requires if importlib.util.find_spec(module) is None]
+        """The modules (and, for a Redis server, the programs) it needs that are not installed."""
+        missing = [module for module in self.requires if importlib.util.find_spec(module) is None]
+        if self.redis and shutil.which("redis-server") is None:
+            missing.append("redis-server")
+        return missing
+
+    def runs(self, workload: str) -> bool:
+        """Whether it runs a reported step of ``workload``."""
+        return not self.redis or workload in SCALE_WORKLOADS
+
+
+#: What the scale-out servers run: the per-token and the per-request figure.
+SCALE_WORKLOADS = ("W1y", "W3")
 
 
 SERVERS = (
@@ -75,8 +91,25 @@ SERVERS = (
         " (pip install 'litellm[proxy]'; see benchmarks/README.md)",
         180.0,  # importing the proxy takes tens of seconds on a small machine
     ),
+    *(
+        Server(
+            f"{stack}-{tag}",
+            "ours",
+            f"{what}, sessions in Redis, {stack}, uvloop",
+            ("uvloop",),
+            redis=True,
+            pinned=tag == "redis",
+            hint=" (apt-get install -y redis-server)",
+        )
+        for stack in ("aiohttp", "uvicorn")
+        for tag, what in (
+            ("redis", "one process"),
+            ("w1", "nanobot's Supervisor, 1 worker on both cores"),
+            ("w2", "nanobot's Supervisor, 2 workers on both cores"),
+        )
+    ),
 )
-QUICK = ("floor", "aiohttp", "uvicorn", "sse-starlette", "aiohttp-sse", "naive")
+QUICK = ("floor", "aiohttp", "uvicorn", "sse-starlette", "aiohttp-sse", "naive", "aiohttp-w2", "uvicorn-w2")
 QUICK_RELAYS = ("direct", "relay-floor", "relay-aiohttp", "relay-uvicorn", "relay-naive")
 
 
@@ -120,17 +153,19 @@ async def until_terminated() -> None:
     await stop.wait()
 
 
-def run_aiohttp(make_app: Callable[[BenchAgent], Any]) -> None:
-    """An aiohttp application on ``AppRunner`` + ``SockSite``, on uvloop."""
+def run_aiohttp(make_app: Callable[[BenchAgent], Any], sock: socket.socket | None = None) -> None:
+    """An aiohttp application on ``AppRunner`` + ``SockSite``, on uvloop; it binds its own
+    socket and announces it unless given one."""
     import uvloop
     from aiohttp import web
 
     async def main() -> None:
         runner = web.AppRunner(make_app(BenchAgent()), access_log=None, handle_signals=False)
         await runner.setup()
-        sock = listening_socket()
-        await web.SockSite(runner, sock, backlog=BACKLOG).start()
-        announce("READY", sock.getsockname()[1])
+        bound = sock or listening_socket()
+        await web.SockSite(runner, bound, backlog=BACKLOG).start()
+        if sock is None:
+            announce("READY", bound.getsockname()[1])
         try:
             await until_terminated()
         finally:
@@ -241,15 +276,51 @@ def run_relay_floor(upstream_url: str) -> None:
     uvloop.run(main())
 
 
-def _nanobot_aiohttp(agent: BenchAgent) -> Any:
+def _nanobot_aiohttp(agent: BenchAgent, redis_url: str = "") -> Any:
     from nanobot.api.server import create_app
 
-    return create_app(agent, model_name=MODEL)
+    if not redis_url:
+        return create_app(agent, model_name=MODEL)
+    from nanobot.api.redis_sessions import RedisSessions
+
+    return create_app(agent, model_name=MODEL, sessions=RedisSessions(redis_url))
+
+
+def _nanobot_asgi_redis(redis_url: str) -> Any:
+    from nanobot.api.asgi import create_asgi_app
+    from nanobot.api.redis_sessions import RedisSessions
+
+    return create_asgi_app(BenchAgent(), model_name=MODEL, sessions=RedisSessions(redis_url))
+
+
+def run_scaled(stack: str, workers: int, redis_url: str) -> None:
+    """Ours with sessions in Redis; ``workers > 0``: that many workers under nanobot's
+    :class:`~nanobot.workers.Supervisor` (as ``nanobot serve --workers N``), sharing our socket.
+    Each worker makes its own app (its own Redis connections), after the fork."""
+
+    def serve(sock: socket.socket | None = None) -> int:
+        if stack == "aiohttp":
+            run_aiohttp(lambda agent: _nanobot_aiohttp(agent, redis_url), sock)
+        elif sock is None:
+            run_uvicorn(_nanobot_asgi_redis(redis_url), loop="uvloop", http="httptools")
+        else:
+            serve_uvicorn(_nanobot_asgi_redis(redis_url), sock, loop="uvloop", http="httptools")
+        return 0
+
+    if workers == 0:
+        serve()
+        return
+    from nanobot.workers import Supervisor
+
+    sock = listening_socket()
+    announce("READY", sock.getsockname()[1])
+    sys.exit(Supervisor(serve, sock, workers).run())
 
 
 def run(name: str, cpu: int | None, upstream: str = "") -> None:
     """Serve the server called ``name``, pinned to ``cpu``, until terminated; a W4 relay relays
-    to the ``upstream`` base URL (``http://127.0.0.1:PORT/v1``)."""
+    to the ``upstream`` base URL (``http://127.0.0.1:PORT/v1``), a scale-out server keeps its
+    sessions at the ``upstream`` Redis URL."""
     from benchmarks import peers, relays
     from benchmarks.processes import prepare_process
 
@@ -273,6 +344,9 @@ def run(name: str, cpu: int | None, upstream: str = "") -> None:
         "relay-naive": lambda: run_aiohttp(lambda _: relays.naive_relay_app(upstream)),
         "litellm": lambda: relays.run_litellm(upstream),
     }
+    for stack in ("aiohttp", "uvicorn"):
+        for tag, workers in (("redis", 0), ("w1", 1), ("w2", 2)):
+            runners[f"{stack}-{tag}"] = functools.partial(run_scaled, stack, workers, upstream)
     runners[name]()
 
 
