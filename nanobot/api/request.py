@@ -79,8 +79,7 @@ class ChatRequest:
 
 async def read_body(chunks: AsyncIterable[bytes], *, limit: int, declared: int | None) -> bytes:
     """Collect a request body, refusing one over ``limit`` bytes before reading it whole."""
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"Request body of {declared} bytes exceeds the {limit} byte limit.")
+    check_body_size(None, limit=limit, declared=declared)
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
@@ -89,6 +88,17 @@ async def read_body(chunks: AsyncIterable[bytes], *, limit: int, declared: int |
             raise PayloadTooLarge(f"Request body exceeds the {limit} byte limit.")
         parts.append(chunk)
     return b"".join(parts)
+
+
+def check_body_size(body: bytes | None, *, limit: int, declared: int | None) -> bytes:
+    """``body`` (already whole) if it and the declared size are within ``limit`` bytes."""
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"Request body of {declared} bytes exceeds the {limit} byte limit.")
+    if body is None:
+        return b""
+    if len(body) > limit:
+        raise PayloadTooLarge(f"Request body exceeds the {limit} byte limit.")
+    return body
 
 
 @dataclass(frozen=True, slots=True)

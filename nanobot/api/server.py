@@ -106,11 +106,19 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
         raise InvalidRequest(f"The request body could not be read: {exc}.", code="invalid_body") from None
 
 
+def _whole_body(request: web.Request) -> bytes | None:
+    """The body, when all of it has arrived already (the usual case): no read to wait for."""
+    content = request.content
+    if not content.is_eof() or content.exception() is not None:
+        return None
+    return content.read_nowait()
+
+
 async def _chat(request: web.Request) -> web.StreamResponse:
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     reply = await request.app[SERVICE].chat(
         request.headers,
-        _body(request),
+        _whole_body(request) or _body(request),
         request.content_length,
         local_address=sockname[0] if sockname else None,
         client=request.remote,

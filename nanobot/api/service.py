@@ -49,6 +49,7 @@ from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.request import (
     ChatRequest,
     Limits,
+    check_body_size,
     is_form,
     named_session,
     parse_chat_request,
@@ -207,7 +208,7 @@ class ChatService:
     async def chat(
         self,
         headers: Mapping[str, str],
-        body: AsyncIterable[bytes],
+        body: AsyncIterable[bytes] | bytes,
         content_length: int | None,
         *,
         local_address: str | None = None,
@@ -215,8 +216,10 @@ class ChatService:
     ) -> JSONReply | StreamReply:
         """``POST /v1/chat/completions``: validate, then stream or complete the turn.
 
-        ``local_address`` is the address the connection came in on (for the rebinding guard),
-        ``client`` the peer's (for the request log).
+        ``body`` is the body's chunks as they come, or the whole body when the adapter already
+        has it (then no read, and no body timeout, is needed). ``local_address`` is the address
+        the connection came in on (for the rebinding guard), ``client`` the peer's (for the
+        request log).
         """
         base = self.reply_headers(headers)
         access = Access("POST", CHAT_PATH, CHAT_PATH, base["x-request-id"], client)
@@ -228,7 +231,7 @@ class ChatService:
     async def _chat(
         self,
         headers: Mapping[str, str],
-        body: AsyncIterable[bytes],
+        body: AsyncIterable[bytes] | bytes,
         content_length: int | None,
         local_address: str | None,
         base: dict[str, str],
@@ -339,7 +342,9 @@ class ChatService:
                 param="model",
             )
 
-    async def _read(self, body: AsyncIterable[bytes], content_length: int | None) -> bytes:
+    async def _read(self, body: AsyncIterable[bytes] | bytes, content_length: int | None) -> bytes:
+        if isinstance(body, bytes):
+            return check_body_size(body, limit=self.max_body_bytes, declared=content_length)
         try:
             async with asyncio.timeout(self.body_timeout):
                 return await read_body(body, limit=self.max_body_bytes, declared=content_length)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from nanobot.api.errors import InvalidRequest, PayloadTooLarge
-from nanobot.api.request import Message, parse_chat_request, read_body, resolve_session
+from nanobot.api.request import Message, check_body_size, parse_chat_request, read_body, resolve_session
 
 
 def test_minimal_request() -> None:
@@ -65,6 +65,14 @@ def test_read_body_limits() -> None:
         asyncio.run(read_body(_chunks(b"ab", b"cd"), limit=3, declared=None))
     with pytest.raises(PayloadTooLarge):
         asyncio.run(read_body(_chunks(), limit=3, declared=4))
+
+
+def test_a_body_that_arrived_whole_has_the_same_limits() -> None:
+    assert check_body_size(b"abc", limit=3, declared=3) == b"abc"
+    with pytest.raises(PayloadTooLarge):
+        check_body_size(b"abcd", limit=3, declared=None)
+    with pytest.raises(PayloadTooLarge):
+        check_body_size(b"ab", limit=3, declared=4)
 
 
 def test_a_large_body_of_countless_tiny_values_is_refused_before_parsing() -> None:
