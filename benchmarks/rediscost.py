@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ import orjson
 
 from benchmarks.processes import prepare_process
 
-TURNS = 2_000
+TURNS = 1_000
+ROUNDS = 5
 WARMUP = 200
 CLIENTS = 32
 MESSAGES = 16
@@ -182,12 +183,16 @@ async def concurrent(turn: Turn, turns: int = TURNS) -> dict[str, float]:
     return {"cpu_us": cpu / (each * CLIENTS) * 1e6, "turns_per_s": each * CLIENTS / wall}
 
 
-async def measure(url: str, turns: int = TURNS) -> dict[str, Any]:
-    """Every store, sequential and concurrent; the Redis figures less the in-process ones."""
+async def measure(url: str, turns: int = TURNS, rounds: int = ROUNDS) -> dict[str, Any]:
+    """Every store, sequential and concurrent, ``rounds`` times (the stores interleaved in each
+    round); per figure the median over rounds and the spread, and the Redis figures less the
+    in-process ones, round by round. A round also notes the rest of the machine's CPU."""
     from nanobot.agents.history import MemoryHistory, RedisHistory, SQLiteHistory
     from nanobot.api.redis_sessions import RedisSessions
     from nanobot.api.sessions import SessionLocks
 
+    per_round: dict[str, list[dict[str, float]]] = {}
+    others: list[float | None] = []
     with tempfile.TemporaryDirectory(prefix="bench-history-") as folder:
         stores: dict[str, Callable[[], Any]] = {
             "locks: in-process": SessionLocks,
@@ -196,22 +201,74 @@ async def measure(url: str, turns: int = TURNS) -> dict[str, Any]:
             "history: sqlite": lambda: SQLiteHistory(Path(folder) / "history.db"),
             "history: redis": lambda: RedisHistory(url, ttl=3600),
         }
-        rows: dict[str, dict[str, float]] = {}
-        for name, make in stores.items():
-            store = make()
-            turn = lock_turn(store) if name.startswith("locks") else history_turn(store)
-            try:
-                rows[name] = {**await sequential(turn, turns), **_prefixed(await concurrent(turn, turns))}
-            finally:
-                await store.aclose()
-    added = {
-        part: {
-            key: rows[f"{part}: redis"][key] - rows[f"{part}: {base}"][key]
-            for key in ("p50_ms", "p99_ms", "cpu_us", "concurrent_cpu_us")
-        }
-        for part, base in (("locks", "in-process"), ("history", "memory"))
+        for _ in range(rounds):
+            busy = _Busy()
+            for name, make in stores.items():
+                store = make()
+                turn = lock_turn(store) if name.startswith("locks") else history_turn(store)
+                try:
+                    figures = {**await sequential(turn, turns), **_prefixed(await concurrent(turn, turns))}
+                finally:
+                    await store.aclose()
+                per_round.setdefault(name, []).append(figures)
+            others.append(busy.others())
+    keys = ("p50_ms", "p99_ms", "cpu_us", "concurrent_cpu_us", "concurrent_turns_per_s")
+    rows = {name: {key: _median(r[key] for r in runs) for key in keys} for name, runs in per_round.items()}
+    spreads = {name: {key: _range(r[key] for r in runs) for key in keys} for name, runs in per_round.items()}
+    added: dict[str, dict[str, float]] = {}
+    added_spread: dict[str, dict[str, tuple[float, float]]] = {}
+    for part, base in (("locks", "in-process"), ("history", "memory")):
+        mine, theirs = per_round[f"{part}: redis"], per_round[f"{part}: {base}"]
+        added[part], added_spread[part] = {}, {}
+        for key in keys[:4]:
+            differences = [a[key] - b[key] for a, b in zip(mine, theirs, strict=True)]
+            added[part][key] = _median(differences)
+            added_spread[part][key] = _range(differences)
+    return {
+        "rows": rows,
+        "spreads": spreads,
+        "added": added,
+        "added_spread": added_spread,
+        "rounds": rounds,
+        "turns": turns,
+        "others_cpu_share": others,
+        "goal_ms": GOAL_MS,
+        "hiredis": _hiredis(),
     }
-    return {"rows": rows, "added": added, "goal_ms": GOAL_MS, "hiredis": _hiredis()}
+
+
+class _Busy:
+    """The rest of the machine's CPU (all cores less this process), as a share of one core."""
+
+    def __init__(self) -> None:
+        self._start = _machine(), time.process_time(), time.perf_counter()
+
+    def others(self) -> float | None:
+        machine, cpu, wall = self._start
+        now = _machine()
+        if machine is None or now is None:
+            return None
+        busy = (now - machine) - (time.process_time() - cpu)
+        return max(0.0, busy / (time.perf_counter() - wall))
+
+
+def _machine() -> float | None:
+    """CPU seconds the whole machine has spent busy (psutil), if psutil is installed."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    times = psutil.cpu_times()
+    return float(times.user + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0))
+
+
+def _median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def _range(values: Iterable[float]) -> tuple[float, float]:
+    numbers = list(values)
+    return min(numbers), max(numbers)
 
 
 def _prefixed(figures: dict[str, float]) -> dict[str, float]:
@@ -233,31 +290,47 @@ def verdict(result: dict[str, Any]) -> str:
     cpu_ms = (added["locks"]["cpu_us"] + added["history"]["cpu_us"]) / 1e3
     met = latency <= GOAL_MS and cpu_ms <= GOAL_MS
     return (
-        f"Redis per turn (locks + history, sequential): {latency:.3f} ms latency (p50), "
-        f"{cpu_ms:.3f} ms CPU; goal <= {GOAL_MS} ms each: {'met' if met else 'not met'}"
+        f"Redis per turn (locks + history, one turn after another, median of {result.get('rounds', 1)} "
+        f"rounds): {latency:.3f} ms latency (p50), {cpu_ms:.3f} ms CPU; goal <= {GOAL_MS} ms each: "
+        f"{'met' if met else 'not met'}"
     )
 
 
+def _cell(result: dict[str, Any], name: str, key: str, fmt: str) -> str:
+    value = result["rows"][name][key]
+    low, high = (result.get("spreads") or {}).get(name, {}).get(key, (value, value))
+    if format(low, fmt) == format(high, fmt):
+        return format(value, fmt)
+    return f"{value:{fmt}} [{low:{fmt}}-{high:{fmt}}]"
+
+
 def table(result: dict[str, Any]) -> str:
-    """A markdown table of every store's figures, then the verdict."""
+    """A markdown table of every store's figures (median [min-max] over rounds), then the verdict."""
     lines = [
         "| store | latency p50 ms | p99 ms | CPU µs/turn | CPU µs/turn, 32 at once | turns/s, 32 at once |",
         "|---|---|---|---|---|---|",
     ]
-    for name, row in result["rows"].items():
-        lines.append(
-            f"| {name} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | {row['cpu_us']:.0f} | "
-            f"{row['concurrent_cpu_us']:.0f} | {row['concurrent_turns_per_s']:,.0f} |"
-        )
+    for name in result["rows"]:
+        cells = [
+            _cell(result, name, "p50_ms", ".3f"),
+            _cell(result, name, "p99_ms", ".3f"),
+            _cell(result, name, "cpu_us", ".0f"),
+            _cell(result, name, "concurrent_cpu_us", ".0f"),
+            _cell(result, name, "concurrent_turns_per_s", ",.0f"),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     parser = "hiredis" if result.get("hiredis") else "redis-py's Python parser"
-    return "\n".join([*lines, "", verdict(result) + f" ({parser})."])
+    others = [v for v in result.get("others_cpu_share") or [] if v is not None]
+    busy = f"; others' CPU up to {max(others) * 100:.0f} % in a round" if others else ""
+    return "\n".join([*lines, "", verdict(result) + f" ({parser}{busy})."])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.rediscost", description=__doc__)
     parser.add_argument("--url", help="a running Redis (default: start redis-server on the other core)")
     parser.add_argument("--cpu", type=int, help="pin this process to this core")
-    parser.add_argument("--turns", type=int, default=TURNS)
+    parser.add_argument("--turns", type=int, default=TURNS, help="turns per store and round")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds (median and spread reported)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     from benchmarks.processes import cores
@@ -272,11 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run = uvloop.run
     if args.url:
-        result = run(measure(args.url, args.turns))
+        result = run(measure(args.url, args.turns, args.rounds))
     else:
         try:
             with running_redis(load_cpu) as (_, url):
-                result = run(measure(url, args.turns))
+                result = run(measure(url, args.turns, args.rounds))
         except (FileNotFoundError, RuntimeError) as exc:
             print(f"rediscost: {exc}", file=sys.stderr)
             return 2
