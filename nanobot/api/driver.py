@@ -73,61 +73,75 @@ async def _segment_end(*_: Any, **__: Any) -> None:
     """A generation segment ended (the agent may call tools and stream again): keep streaming."""
 
 
-async def stream_turn(
-    invoke: Invoke,
-    stream: ChatStream,
-    output: Output,
-    *,
-    hold: AbstractAsyncContextManager[None],
-    timeout: float | None,
-    turns: Turns,
-    access: Access,
-) -> None:
-    """Run a turn in this task, writing its SSE bytes to ``output`` as the agent speaks."""
-    text = stream.text
-    send = output.send
-    meter = StreamMeter(access.arrived)
-    token = meter.token
+class StreamTurn:
+    """A streamed turn, ready to run (``await turn(output)``): the request's task runs it,
+    writing its SSE bytes to ``output`` as the agent speaks. One slotted object, not a closure
+    and a partial, since every open stream holds one."""
 
-    async def on_stream(delta: str) -> None:
+    __slots__ = ("_access", "_hold", "_invoke", "_meter", "_output", "_stream", "_timeout", "_turns")
+    _meter: StreamMeter  #: set when the turn starts, before the agent can stream
+    _output: Output
+
+    def __init__(
+        self,
+        invoke: Invoke,
+        stream: ChatStream,
+        *,
+        hold: AbstractAsyncContextManager[None],
+        timeout: float | None,
+        turns: Turns,
+        access: Access,
+    ) -> None:
+        self._invoke = invoke
+        self._stream = stream
+        self._hold = hold
+        self._timeout = timeout
+        self._turns = turns
+        self._access = access
+
+    async def _on_stream(self, delta: str) -> None:
         if delta.__class__ is not str:
             raise AgentFailed(
                 f"The agent streamed a {type(delta).__name__}; tokens must be str.", code="agent_contract"
             )
         if delta:
-            token()
-            await send(text(delta))
+            self._meter.token()
+            await self._output.send(self._stream.text(delta))
 
-    outcome = "disconnected"  # unless the turn gets further
-    try:
+    async def __call__(self, output: Output) -> None:
+        stream = self._stream
+        self._output = output
+        meter = self._meter = StreamMeter(self._access.arrived)
+        outcome = "disconnected"  # unless the turn gets further
         try:
-            reply = await run_turn(
-                invoke,
-                hold=hold,
-                timeout=timeout,
-                turns=turns,
-                on_stream=on_stream,
-                on_stream_end=_segment_end,
-            )
-        except APIError as exc:
-            outcome = outcome_of(exc)
-            tail = stream.send(Failure(exc))
-        except AgentCancelled:
+            try:
+                reply = await run_turn(
+                    self._invoke,
+                    hold=self._hold,
+                    timeout=self._timeout,
+                    turns=self._turns,
+                    on_stream=self._on_stream,
+                    on_stream_end=_segment_end,
+                )
+            except APIError as exc:
+                outcome = outcome_of(exc)
+                tail = stream.send(Failure(exc))
+            except AgentCancelled:
+                if output.broken:
+                    raise ClientGone("the client is gone") from None
+                logger.warning("the agent's turn raised CancelledError of its own")
+                outcome = "failed"
+                tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
+            else:
+                outcome = "completed"
+                head = b"" if stream.sent_text else stream.send(TextDelta(reply.text or EMPTY_REPLY))
+                tail = head + stream.send(Finish(reply.usage, reply.finish_reason))
+            await output.close(tail)
+        finally:
             if output.broken:
-                raise ClientGone("the client is gone") from None
-            logger.warning("the agent's turn raised CancelledError of its own")
-            outcome = "failed"
-            tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
-        else:
-            outcome = "completed"
-            head = b"" if stream.sent_text else stream.send(TextDelta(reply.text or EMPTY_REPLY))
-            tail = head + stream.send(Finish(reply.usage, reply.finish_reason))
-        await output.close(tail)
-    finally:
-        if output.broken:
-            outcome = "stalled" if output.stalled else "disconnected"
-        meter.close(outcome)
-        access.done(200, ttft=meter.first_token, tokens=meter.tokens, outcome=outcome)
+                outcome = "stalled" if output.stalled else "disconnected"
+            meter.close(outcome)
+            self._access.done(200, ttft=meter.first_token, tokens=meter.tokens, outcome=outcome)
 
 
 def outcome_of(error: APIError) -> str:

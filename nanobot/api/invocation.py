@@ -6,9 +6,8 @@ whose ``process_direct`` accepts it, so an agent written for nanobot keeps worki
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from nanobot.agents import Agent
@@ -68,32 +67,56 @@ class AgentCaller:
             context["stateless"] = named is None
         if "options" in self._context:
             context["options"] = request.options
-        agent, prepare = self.agent, self._prepare
-
-        async def call(
-            media: list[str] | None, on_stream: OnStream | None, on_end: OnStreamEnd | None
-        ) -> Reply:
-            if prepare is not None:  # e.g. nanobot's MCP connector, inside the turn
-                prepared = prepare()
-                if inspect.isawaitable(prepared):
-                    await prepared
-            result = await agent.process_direct(
-                content=prompt.content,
-                session_key=session,
-                channel="api",
-                chat_id=session.removeprefix("api:"),
-                media=media,
-                on_stream=on_stream,
-                on_stream_end=on_end,
-                **context,
-            )
-            return read_reply(result, getattr(agent, "_last_usage", None))  # read before any await
-
+        call = _Call(self.agent, self._prepare, prompt.content, session, context)
         if not attachments:
-            return functools.partial(call, None)
+            return call
 
         async def invoke(on_stream: OnStream | None, on_stream_end: OnStreamEnd | None) -> Any:
             async with self._media.saved(attachments) as paths:
-                return await call(paths, on_stream, on_stream_end)
+                return await call.run(paths, on_stream, on_stream_end)
 
         return invoke
+
+
+class _Call:
+    """One turn's call to the agent (an :data:`Invoke`): a slotted object, not a closure, as
+    every open stream holds one."""
+
+    __slots__ = ("_agent", "_content", "_context", "_prepare", "_session")
+
+    def __init__(
+        self,
+        agent: Agent,
+        prepare: Callable[[], object] | None,
+        content: str,
+        session: str,
+        context: dict[str, Any],
+    ) -> None:
+        self._agent = agent
+        self._prepare = prepare
+        self._content = content
+        self._session = session
+        self._context = context
+
+    def __call__(self, on_stream: OnStream | None, on_end: OnStreamEnd | None) -> Coroutine[Any, Any, Reply]:
+        return self.run(None, on_stream, on_end)
+
+    async def run(
+        self, media: list[str] | None, on_stream: OnStream | None, on_end: OnStreamEnd | None
+    ) -> Reply:
+        if self._prepare is not None:  # e.g. nanobot's MCP connector, inside the turn
+            prepared = self._prepare()
+            if inspect.isawaitable(prepared):
+                await prepared
+        agent, session = self._agent, self._session
+        result = await agent.process_direct(
+            content=self._content,
+            session_key=session,
+            channel="api",
+            chat_id=session.removeprefix("api:"),
+            media=media,
+            on_stream=on_stream,
+            on_stream_end=on_end,
+            **self._context,
+        )
+        return read_reply(result, getattr(agent, "_last_usage", None))  # read before any await

@@ -6,7 +6,6 @@ Adapters route a request to one of these methods and write the reply it returns 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import itertools
 import logging
@@ -25,7 +24,7 @@ from nanobot.agents import Agent
 from nanobot.api.access import Access, route_of
 from nanobot.api.completion import completion_body
 from nanobot.api.cors import CORSPolicy
-from nanobot.api.driver import EMPTY_REPLY, Invoke, outcome_of, run_turn, stream_turn
+from nanobot.api.driver import EMPTY_REPLY, Invoke, StreamTurn, outcome_of, run_turn
 from nanobot.api.errors import (
     AgentFailed,
     APIError,
@@ -378,8 +377,7 @@ class ChatService:
             self.model_name,
             include_usage=request.include_usage,
         )
-        run = functools.partial(
-            stream_turn,
+        run = StreamTurn(
             invoke,
             ChatStream(chunk_format, include_usage=request.include_usage),
             hold=hold,

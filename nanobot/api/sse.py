@@ -43,29 +43,41 @@ def event(payload: dict[str, Any]) -> bytes:
     return b"data: " + _escape_line_breaks(orjson.dumps(payload)) + b"\n\n"
 
 
+_CONTENT = b'[{"index":0,"delta":{"content":'
+_FIRST_CONTENT = b'[{"index":0,"delta":{"role":"assistant","content":'
+_TAILS = (b"}\n\n", b',"usage":null}\n\n')  #: by ``include_usage``: shared by every stream
+_DELTA_ENDS = tuple(b'},"finish_reason":null}]' + tail for tail in _TAILS)
+
+
 class ChunkFormat:
     """Encodes the ``chat.completion.chunk`` events of one stream.
 
     Every chunk shares ``chunk_id``, ``created`` and ``model``; when ``include_usage`` is set,
-    every chunk but the usage chunk carries ``"usage": null``, as OpenAI does.
+    every chunk but the usage chunk carries ``"usage": null``, as OpenAI does. An open stream
+    keeps one bytes object of its own (the head of a content delta): the rest is shared, or
+    rebuilt from it on the rare paths (the first delta, the finish and usage chunks).
     """
 
-    __slots__ = ("_content", "_delta_end", "_first_content", "_head", "_tail")
+    __slots__ = ("_content", "_delta_end", "_tail")
 
     def __init__(self, chunk_id: str, created: int, model: str, *, include_usage: bool) -> None:
         head = orjson.dumps(
             {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model}
         )
-        self._head = b"data: " + head[:-1] + b',"choices":'
-        self._tail = (b',"usage":null' if include_usage else b"") + b"}\n\n"
-        self._content = self._head + b'[{"index":0,"delta":{"content":'
-        self._first_content = self._head + b'[{"index":0,"delta":{"role":"assistant","content":'
-        self._delta_end = b'},"finish_reason":null}]' + self._tail
+        self._content = b"data: " + head[:-1] + b',"choices":' + _CONTENT
+        self._tail = _TAILS[include_usage]
+        self._delta_end = _DELTA_ENDS[include_usage]
+
+    @property
+    def _head(self) -> bytes:
+        """``data: {...,"choices":``: what every chunk of this stream begins with."""
+        return self._content[: -len(_CONTENT)]
 
     def delta(self, text: str, *, first: bool = False) -> bytes:
         """A content delta; the first of a stream also names the assistant role."""
-        prefix = self._first_content if first else self._content
-        return prefix + json_text(text) + self._delta_end
+        if first:
+            return self._head + _FIRST_CONTENT + json_text(text) + self._delta_end
+        return self._content + json_text(text) + self._delta_end
 
     def finish(self, reason: str) -> bytes:
         """The closing chunk: an empty delta and the finish reason."""

@@ -50,11 +50,10 @@ class StreamClosed(RuntimeError):
 class ChatStream:
     """Turns the events of one completion into the bytes of its SSE stream."""
 
-    __slots__ = ("_delta", "_format", "_include_usage", "sent_text", "state")
+    __slots__ = ("_format", "_include_usage", "sent_text", "state")
 
     def __init__(self, chunk_format: ChunkFormat, *, include_usage: bool) -> None:
         self._format = chunk_format
-        self._delta = chunk_format.delta
         self._include_usage = include_usage
         self.state = StreamState.STREAMING
         self.sent_text = False
@@ -74,9 +73,9 @@ class ChatStream:
         if self.state is not _STREAMING:
             raise StreamClosed(f"stream is {self.state.value}")
         if self.sent_text:
-            return self._delta(text)
+            return self._format.delta(text)
         self.sent_text = True
-        return self._delta(text, first=True)
+        return self._format.delta(text, first=True)
 
     def ping(self) -> bytes:
         """A keepalive comment; empty once the stream has ended."""
