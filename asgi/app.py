@@ -6,6 +6,7 @@ header deadline (``NANOBOT_MAX_HEADER_SIZE``, ``NANOBOT_MAX_HEADERS``, ``NANOBOT
 
 from __future__ import annotations
 
+from nanobot import heap
 from nanobot.agents.loader import load_agent
 from nanobot.api.asgi import create_asgi_app
 from nanobot.api.uvicorn_http import protocol_class
@@ -16,3 +17,4 @@ settings = Settings.from_env()
 app = create_asgi_app(load_agent(settings.agent, settings), **settings.service_options())
 HttpProtocol = protocol_class(settings.head_limits())
 calm_resource_errors()
+heap.settle()  # this module is the process's app: freeze it, and collect garbage less often

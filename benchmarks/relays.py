@@ -48,15 +48,21 @@ def openai_agent(upstream_url: str) -> Any:
 
 
 def ours_aiohttp(upstream_url: str) -> web.Application:
+    from nanobot import heap
     from nanobot.api.server import create_app
 
-    return create_app(openai_agent(upstream_url), model_name=MODEL)
+    app = create_app(openai_agent(upstream_url), model_name=MODEL)
+    heap.settle()  # as nanobot serve does
+    return app
 
 
 def ours_asgi(upstream_url: str) -> Any:
+    from nanobot import heap
     from nanobot.api.asgi import create_asgi_app
 
-    return create_asgi_app(openai_agent(upstream_url), model_name=MODEL)
+    app = create_asgi_app(openai_agent(upstream_url), model_name=MODEL)
+    heap.settle()  # as nanobot serve does
+    return app
 
 
 def naive_relay_app(upstream_url: str) -> web.Application:

@@ -137,9 +137,12 @@ def announce(word: str, port: int, out: TextIO | None = None) -> None:
 
 def nanobot_asgi() -> Any:
     """The ASGI app under test (a factory, so granian's worker can import it)."""
+    from nanobot import heap
     from nanobot.api.asgi import create_asgi_app
 
-    return create_asgi_app(BenchAgent(), model_name=MODEL)
+    app = create_asgi_app(BenchAgent(), model_name=MODEL)
+    heap.settle()  # as nanobot serve and asgi.app do
+    return app
 
 
 async def until_terminated() -> None:
@@ -277,20 +280,27 @@ def run_relay_floor(upstream_url: str) -> None:
 
 
 def _nanobot_aiohttp(agent: BenchAgent, redis_url: str = "") -> Any:
+    from nanobot import heap
     from nanobot.api.server import create_app
 
     if not redis_url:
-        return create_app(agent, model_name=MODEL)
-    from nanobot.api.redis_sessions import RedisSessions
+        app = create_app(agent, model_name=MODEL)
+    else:
+        from nanobot.api.redis_sessions import RedisSessions
 
-    return create_app(agent, model_name=MODEL, sessions=RedisSessions(redis_url))
+        app = create_app(agent, model_name=MODEL, sessions=RedisSessions(redis_url))
+    heap.settle()  # as nanobot serve does
+    return app
 
 
 def _nanobot_asgi_redis(redis_url: str) -> Any:
+    from nanobot import heap
     from nanobot.api.asgi import create_asgi_app
     from nanobot.api.redis_sessions import RedisSessions
 
-    return create_asgi_app(BenchAgent(), model_name=MODEL, sessions=RedisSessions(redis_url))
+    app = create_asgi_app(BenchAgent(), model_name=MODEL, sessions=RedisSessions(redis_url))
+    heap.settle()  # as nanobot serve does
+    return app
 
 
 def run_scaled(stack: str, workers: int, redis_url: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from nanobot import heap
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
 from nanobot.api.guard import is_loopback
@@ -196,6 +197,7 @@ async def _serve(
     _stop_on_signals(stop, worker=worker)
     serving = _serving_asgi if settings.stack == "asgi" else _serving_aiohttp
     async with serving(settings, agent, sock):
+        heap.settle()  # the app is built: freeze it, and collect garbage less often
         if not worker:  # the supervisor prints it once for all workers
             print(banner(settings, sock), flush=True)
         if fd_limit[1] != fd_limit[0]:

@@ -319,3 +319,29 @@ def test_json_logs_give_one_object_per_request(stack: str) -> None:
     assert len(access) == 1, output
     assert access[0]["request_id"] == "rid-7" and access[0]["status"] == 200 and access[0]["tokens"] == 3
     assert "hello" not in output.split("\n", 2)[-1]  # the prompt is in no log line (only the banner)
+
+
+GC_AGENT = (
+    "import gc\n"
+    "class Agent:\n"
+    "    async def process_direct(self, *, content, on_stream=None, **kw):\n"
+    "        return f'{gc.get_threshold()[0]} {gc.get_freeze_count() > 0}'\n"
+)
+
+
+@pytest.mark.parametrize("how", ["aiohttp", "asgi", "uvicorn"])
+def test_the_serving_process_freezes_its_heap_and_collects_less_often(how: str, tmp_path: Path) -> None:
+    """``nanobot serve`` (both stacks) and ``uvicorn asgi.app:app`` settle the collector once the
+    app is built (``nanobot.heap``), so hundreds of open streams do not pause it often."""
+    (tmp_path / "gcagent.py").write_text(GC_AGENT)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    if how == "uvicorn":
+        with plain_uvicorn(cwd=tmp_path, env={"NANOBOT_AGENT": "gcagent:Agent"}) as url:
+            reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    else:
+        args = ("--stack", how, "--agent", "gcagent:Agent", "--app-dir", str(tmp_path))
+        with launched(*args) as (_, url):
+            reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    young, frozen = reply.json()["choices"][0]["message"]["content"].split()
+    assert int(young) >= 10_000
+    assert frozen == "True"
