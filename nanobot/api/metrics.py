@@ -81,7 +81,7 @@ class StreamMeter:
         self._last = 0.0
         self._started = 0.0  #: when the first token was written
         self._first: float | None = None
-        self._counts = [0] * (len(GAP_BUCKETS) + 1)
+        self._counts: list[int] | None = None  #: the gaps, bucketed: made at the second token
         self.tokens = 0
         STREAMS_OPEN.inc()
 
@@ -94,7 +94,10 @@ class StreamMeter:
         """A token is being written now."""
         now = _clock()
         if self.tokens:
-            self._counts[_bucket(GAP_BUCKETS, now - self._last)] += 1
+            counts = self._counts
+            if counts is None:
+                counts = self._counts = [0] * (len(GAP_BUCKETS) + 1)
+            counts[_bucket(GAP_BUCKETS, now - self._last)] += 1
         else:
             self._started = now
             self._first = now - self._arrived
@@ -106,7 +109,7 @@ class StreamMeter:
         STREAMS_OPEN.dec()
         if self.tokens:
             TOKENS.inc(self.tokens)
-        if self.tokens > 1:
+        if self._counts is not None:  # two tokens or more
             add_observations(GAP, self._counts, self._last - self._started)  # the gaps add up to that
         end_turn(outcome, time.perf_counter() - self._arrived)
 

@@ -52,6 +52,7 @@ class StreamReply:
         except BaseException:
             self._release()
             raise
+        start = None  # often a closure of the adapter's: not kept while the stream is open
         output = Output(write, ping_interval=self.ping_interval, write_timeout=self.write_timeout)
         try:
             await self.run(output)

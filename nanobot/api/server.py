@@ -87,16 +87,6 @@ def _respond(reply: JSONReply) -> web.Response:
     )
 
 
-async def _stream(request: web.Request, reply: StreamReply) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers=reply.headers)
-    if not await reply.write_to(response.write, start=lambda: response.prepare(request)):
-        if request.transport is not None:
-            request.transport.abort()  # a client that stopped reading would stall write_eof too
-        raise ConnectionResetError("client stopped reading")
-    await response.write_eof()
-    return response
-
-
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
     """The body's chunks; one aiohttp cannot decode (``Content-Encoding``) is the client's fault."""
     try:
@@ -115,17 +105,29 @@ def _whole_body(request: web.Request) -> bytes | None:
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
     reply = await request.app[SERVICE].chat(
         request.headers,
         _whole_body(request) or _body(request),
         request.content_length,
-        local_address=sockname[0] if sockname else None,
+        local_address=_local_address(request),
         client=request.remote,
     )
-    if isinstance(reply, StreamReply):
-        return await _stream(request, reply)
-    return _respond(reply)
+    if not isinstance(reply, StreamReply):
+        return _respond(reply)
+    # The stream, in this frame (one coroutine less per open stream).
+    response = web.StreamResponse(status=200, headers=reply.headers)
+    if not await reply.write_to(response.write, start=lambda: response.prepare(request)):
+        if request.transport is not None:
+            request.transport.abort()  # a client that stopped reading would stall write_eof too
+        raise ConnectionResetError("client stopped reading")
+    await response.write_eof()
+    return response
+
+
+def _local_address(request: web.Request) -> str | None:
+    """The address the connection came in on (for the rebinding guard)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname[0] if sockname else None
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
