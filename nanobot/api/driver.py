@@ -47,7 +47,13 @@ async def run_turn(
             async with asyncio.timeout(timeout) as deadline:
                 turn.deadline = deadline
                 async with hold:
-                    result = await turn.run(invoke(on_stream, on_stream_end))
+                    waiter = turn.start(invoke(on_stream, on_stream_end))
+                    try:
+                        await waiter
+                    except asyncio.CancelledError:
+                        await turn.leave()
+                        raise
+                    result = turn.result()
         except (APIError, AgentCancelled):
             raise
         except TimeoutError as exc:

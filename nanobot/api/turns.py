@@ -30,13 +30,14 @@ class AgentCancelled(Exception):
 
 
 class Turn:
-    """One turn in flight: ``with`` it to register it; :meth:`run` runs the agent's work;
+    """One turn in flight: ``with`` it to register it; :meth:`start` runs the agent's work;
     :meth:`stop` ends it through its deadline. A plain slotted class: every open stream holds one."""
 
-    __slots__ = ("_turns", "_waiter", "deadline", "stopped")
+    __slots__ = ("_task", "_turns", "_waiter", "deadline", "stopped")
 
     def __init__(self, turns: Turns) -> None:
         self._turns = turns
+        self._task: asyncio.Task[object] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.deadline: asyncio.Timeout | None = None
         self.stopped = False
@@ -55,24 +56,34 @@ class Turn:
         if self.deadline is not None and not self.deadline.expired():
             self.deadline.reschedule(asyncio.get_running_loop().time())
 
-    async def run(self, work: Coroutine[Any, Any, object]) -> object:
-        """Run ``work`` (the agent call) in its own task and return what it returns."""
+    def start(self, work: Coroutine[Any, Any, object]) -> asyncio.Future[None]:
+        """Run ``work`` (the agent call) in its own task. The future returned is done when the
+        task is: await it, then take :meth:`result`; if that await is cancelled, await
+        :meth:`leave` before re-raising. (No coroutine of its own: every open stream waits here.)"""
         loop = asyncio.get_running_loop()
-        task = loop.create_task(work)
-        self._waiter = loop.create_future()
+        self._task = task = loop.create_task(work)
+        self._waiter = waiter = loop.create_future()
         task.add_done_callback(self._wake)
+        return waiter
+
+    async def leave(self) -> None:
+        """The request was cancelled: cancel the agent's task, give it :data:`ABANDON_GRACE`
+        seconds, and abandon it after that."""
+        task = self._task
+        assert task is not None
+        task.cancel()
         try:
-            await self._waiter
-        except asyncio.CancelledError:
-            task.cancel()
-            try:
-                await asyncio.wait((task,), timeout=ABANDON_GRACE)
-            finally:
-                if not task.done():
-                    self._turns._abandon(task)
-                elif not task.cancelled() and task.exception() is not None:
-                    logger.warning("a cancelled agent turn ended with %r", task.exception())
-            raise
+            await asyncio.wait((task,), timeout=ABANDON_GRACE)
+        finally:
+            if not task.done():
+                self._turns._abandon(task)
+            elif not task.cancelled() and task.exception() is not None:
+                logger.warning("a cancelled agent turn ended with %r", task.exception())
+
+    def result(self) -> object:
+        """What the agent's task returned (it is done); :class:`AgentCancelled` if it ended cancelled."""
+        task = self._task
+        assert task is not None
         if task.cancelled():
             raise AgentCancelled
         return task.result()
