@@ -26,6 +26,9 @@ class JSONReply:
 class StreamReply:
     """A ``200 text/event-stream`` response: headers now, then the chunks as the agent speaks.
 
+    Once ``write_to`` has sent them (through ``start``), ``headers`` is emptied: an open stream
+    keeps no copy of what the adapter already wrote.
+
     ``run`` drives the turn in the calling task, writing through the :class:`Output` it is given.
     """
 
@@ -52,7 +55,9 @@ class StreamReply:
         except BaseException:
             self._release()
             raise
-        start = None  # often a closure of the adapter's: not kept while the stream is open
+        if start is not None:  # sent: keep neither the adapter's closure nor the headers
+            start = None
+            self.headers.clear()
         output = Output(write, ping_interval=self.ping_interval, write_timeout=self.write_timeout)
         try:
             await self.run(output)

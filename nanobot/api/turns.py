@@ -11,6 +11,7 @@ rest through their deadlines, so each ends with an error the client sees, never 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from contextlib import suppress
@@ -22,6 +23,10 @@ logger = logging.getLogger("nanobot.api")
 
 #: Seconds a cancelled agent may take to finish before its turn is abandoned.
 ABANDON_GRACE = 0.5
+
+
+#: What :meth:`Turn._wake` runs in (it only sets a future): no context copied per turn.
+_NO_CONTEXT = contextvars.Context()
 
 
 class AgentCancelled(Exception):
@@ -63,7 +68,7 @@ class Turn:
         loop = asyncio.get_running_loop()
         self._task = task = loop.create_task(work)
         self._waiter = waiter = loop.create_future()
-        task.add_done_callback(self._wake)
+        task.add_done_callback(self._wake, context=_NO_CONTEXT)
         return waiter
 
     async def leave(self) -> None:
