@@ -17,13 +17,13 @@ from typing import Any, cast
 import orjson
 
 from benchmarks.agents import BenchAgent
+from benchmarks.framing import TooLarge, take_request
 from benchmarks.peers import MODEL, complete
 
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
 )
-MAX_REQUEST = 1024 * 1024
 
 
 class Frames:
@@ -88,16 +88,13 @@ class FloorProtocol(asyncio.Protocol):
     def _next_request(self) -> None:
         """Start serving the buffered request once its head and body are all here."""
         assert self._transport is not None
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0 or len(self._buffer) > MAX_REQUEST:
-            if len(self._buffer) > MAX_REQUEST:
-                self._transport.close()
+        try:
+            body = take_request(self._buffer)
+        except TooLarge:
+            self._transport.close()
             return
-        length = _content_length(bytes(self._buffer[:end]))
-        if len(self._buffer) < end + 4 + length:
+        if body is None:
             return
-        body = bytes(self._buffer[end + 4 : end + 4 + length])
-        del self._buffer[: end + 4 + length]
         self._task = asyncio.get_running_loop().create_task(self._serve(orjson.loads(body)))
         self._task.add_done_callback(self._served)
 
@@ -134,11 +131,3 @@ class FloorProtocol(asyncio.Protocol):
         if first:
             transport.write(frames.token("", first=True))
         transport.write(frames.end)
-
-
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-MAX_REQUEST = 1024 * 1024
+from benchmarks.framing import TooLarge, take_request
 
 
 class Pool:
@@ -159,23 +159,13 @@ class ClientSide(asyncio.Protocol):
             self._transport.close()
 
     def _next_request(self) -> None:
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0 or len(self._buffer) > MAX_REQUEST:
-            if len(self._buffer) > MAX_REQUEST and self._transport is not None:
+        try:
+            body = take_request(self._buffer)
+        except TooLarge:
+            if self._transport is not None:
                 self._transport.close()
             return
-        length = _content_length(bytes(self._buffer[:end]))
-        if len(self._buffer) < end + 4 + length:
+        if body is None:
             return
-        body = bytes(self._buffer[end + 4 : end + 4 + length])
-        del self._buffer[: end + 4 + length]
         self._busy = True
         self.upstream = self._pool.send(body, self)
-
-
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0
