@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nanobot.api.errors import AgentFailed
+from nanobot.events import FINISH_REASONS, ToolCall, read_tool_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,18 +15,22 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reported_total: int | None = None  #: the provider's own total, kept when it gave one
+    reasoning_tokens: int | None = None  #: of ``completion_tokens``, those spent reasoning
 
     @property
     def total_tokens(self) -> int:
         total = self.reported_total
         return total if total is not None else self.prompt_tokens + self.completion_tokens
 
-    def to_dict(self) -> dict[str, int]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,9 @@ class Reply:
     text: str
     usage: Usage | None = None
     finish_reason: str = "stop"
+    #: Client tool calls the turn ended with (``finish_reason`` is then ``tool_calls``).
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
 
 
 def _count(source: Any, name: str) -> int | None:
@@ -50,7 +58,12 @@ def read_usage(source: object) -> Usage | None:
     prompt, completion = _count(source, "prompt_tokens"), _count(source, "completion_tokens")
     if prompt is None and completion is None:
         return None
-    return Usage(prompt or 0, completion or 0, _count(source, "total_tokens"))
+    details = source.get("completion_tokens_details") if isinstance(source, Mapping) else None
+    details = details if details is not None else getattr(source, "completion_tokens_details", None)
+    reasoning = _count(details, "reasoning_tokens") if details is not None else None
+    if reasoning is None:
+        reasoning = _count(source, "reasoning_tokens")
+    return Usage(prompt or 0, completion or 0, _count(source, "total_tokens"), reasoning)
 
 
 def read_reply(result: object, last_usage: object = None) -> Reply:
@@ -72,9 +85,18 @@ def read_reply(result: object, last_usage: object = None) -> Reply:
             code="agent_contract",
         )
     text = content or ""
+    calls = read_tool_calls(getattr(result, "tool_calls", None))
     reason = getattr(result, "finish_reason", None)
-    reason = reason if isinstance(reason, str) and reason else "stop"
-    return Reply(text, read_usage(getattr(result, "usage", None)) or fallback, reason)
+    reason = reason if isinstance(reason, str) and reason in FINISH_REASONS else None
+    reason = reason or ("tool_calls" if calls else "stop")
+    reasoning = getattr(result, "reasoning", None) or getattr(result, "reasoning_content", None)
+    return Reply(
+        text,
+        read_usage(getattr(result, "usage", None)) or fallback,
+        reason,
+        calls,
+        reasoning if isinstance(reasoning, str) else "",
+    )
 
 
 _MISSING = object()
@@ -93,12 +115,19 @@ def completion_body(reply: Reply, *, completion_id: str, created: int, model: st
         "created": created,
         "model": model,
         "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": reply.text},
-                "finish_reason": reply.finish_reason,
-                "logprobs": None,
-            }
+            {"index": 0, "message": reply_message(reply), "finish_reason": reply.finish_reason, "logprobs": None}
         ],
         "usage": (reply.usage or Usage()).to_dict(),
     }
+
+
+def reply_message(reply: Reply) -> dict[str, Any]:
+    """The assistant message: ``content`` is ``null`` when a tool call came with no text."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    if reply.tool_calls:
+        message["tool_calls"] = [call.to_dict() for call in reply.tool_calls]
+    elif message["content"] is None:
+        message["content"] = ""
+    return message
