@@ -115,7 +115,12 @@ def completion_body(reply: Reply, *, completion_id: str, created: int, model: st
         "created": created,
         "model": model,
         "choices": [
-            {"index": 0, "message": reply_message(reply), "finish_reason": reply.finish_reason, "logprobs": None}
+            {
+                "index": 0,
+                "message": reply_message(reply),
+                "finish_reason": reply.finish_reason,
+                "logprobs": None,
+            }
         ],
         "usage": (reply.usage or Usage()).to_dict(),
     }
