@@ -37,6 +37,7 @@ class Settings:
     body_timeout: float = 60.0
     max_messages: int = 2048
     max_attachments: int = 64
+    max_tools: int = 128
     drain_timeout: float = 30.0
     allowed_host: tuple[str, ...] = ()
     max_header_size: int = 8192
@@ -95,7 +96,7 @@ class Settings:
             )
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"--redis-url must be a redis:// or rediss:// URL, not {self.redis_url!r}")
-        for name in ("max_attachments", "max_streams", "max_pending"):
+        for name in ("max_attachments", "max_tools", "max_streams", "max_pending"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.log_format not in LOG_FORMATS:
@@ -134,6 +135,7 @@ class Settings:
             "body_timeout": self.body_timeout,
             "max_messages": self.max_messages,
             "max_attachments": self.max_attachments,
+            "max_tools": self.max_tools,
             "drain_timeout": self.drain_timeout,
             "allowed_hosts": self.allowed_host,
             "max_streams": self.max_streams,
@@ -185,6 +187,7 @@ HELP = {
     "body_timeout": "seconds a request body may take to arrive (408 after; 0: no limit)",
     "max_messages": "most messages a request may hold (400 above)",
     "max_attachments": "most images or files in the new message (400 above)",
+    "max_tools": "most client tools a request may offer (400 above)",
     "drain_timeout": "seconds open turns get to finish at shutdown before they end with an error event",
     "allowed_host": "with no API key, also serve this Host on loopback (repeatable; '*' for any; "
     "env: comma-separated)",
@@ -241,6 +244,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "body_timeout": float,
     "max_messages": int,
     "max_attachments": int,
+    "max_tools": int,
     "drain_timeout": float,
     "max_media_bytes": int,
     "port": int,

@@ -164,3 +164,41 @@ def _text(value: object) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return str(value)
+
+
+def progress_events(
+    text: str,
+    *,
+    tool_hint: bool = False,
+    tool_events: object = None,
+    reasoning: bool = False,
+    reasoning_end: bool = False,
+) -> list[AgentEvent]:
+    """nanobot's ``on_progress(text, *, tool_hint=, tool_events=, reasoning=, reasoning_end=)``
+    as events. Reasoning text is reasoning; tool events are activity; a tool hint (nanobot's
+    ``web_search("…")`` line) is shown as a line of reasoning unless tool events describe the
+    same call; other progress text (what the model said before calling its tools) is reasoning."""
+    events: list[AgentEvent] = list(activity_events(tool_events))
+    if text and not (tool_hint and events):
+        events.insert(0, ReasoningDelta(text + "\n" if tool_hint and not text.endswith("\n") else text))
+    if reasoning_end:
+        events.append(ReasoningEnd())
+    return events
+
+
+#: The most of a tool's arguments or result an activity line shows.
+ACTIVITY_PREVIEW = 200
+
+
+def activity_line(event: Activity) -> str:
+    """One line of text for an activity, for dialects that show it as reasoning text."""
+    if event.phase == "start":
+        return f"\n▸ {event.name}({_preview(event.arguments)})\n"
+    if event.phase == "end":
+        return f"✓ {event.name}: {_preview(event.result)}\n" if event.result else f"✓ {event.name}\n"
+    return f"✗ {event.name} failed: {_preview(event.result) or 'error'}\n"
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= ACTIVITY_PREVIEW else flat[: ACTIVITY_PREVIEW - 1] + "…"

@@ -20,15 +20,31 @@ from nanobot.api.completion import Reply, read_reply
 from nanobot.api.errors import AgentFailed, AgentTimeout, APIError, TurnStopped, from_agent_exception
 from nanobot.api.metrics import StreamMeter
 from nanobot.api.output import ClientGone, Output
-from nanobot.api.stream import ChatStream, Failure, Finish, TextDelta
+from nanobot.api.stream import ChatStream, Failure, Finish, contract_error
 from nanobot.api.turns import AgentCancelled, Turns
+from nanobot.events import (
+    Activity,
+    AgentEvent,
+    OnEvent,
+    ReasoningDelta,
+    ReasoningEnd,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 
 logger = logging.getLogger("nanobot.api")
 
 OnStream = Callable[[str], Awaitable[None]]
 OnStreamEnd = Callable[..., Awaitable[None]]
-#: Calls the agent once, with the given callbacks (``None`` for a non-streaming turn).
-Invoke = Callable[[OnStream | None, OnStreamEnd | None], Coroutine[Any, Any, object]]
+#: Calls the agent once, with the given callbacks (``on_stream`` is ``None`` for a
+#: non-streaming turn; ``on_event`` takes reasoning, tool calls and activity).
+Invoke = Callable[[OnStream | None, OnStreamEnd | None, OnEvent | None], Coroutine[Any, Any, object]]
+#: The events an agent may send through ``on_event``.
+AGENT_EVENTS = frozenset(
+    {TextDelta, ReasoningDelta, ReasoningEnd, ToolCallStart, ToolCallDelta, ToolCallEnd, Activity}
+)
 
 
 async def run_turn(
@@ -39,6 +55,7 @@ async def run_turn(
     turns: Turns,
     on_stream: OnStream | None = None,
     on_stream_end: OnStreamEnd | None = None,
+    on_event: OnEvent | None = None,
 ) -> Reply:
     """Wait for the session, then call the agent; both within ``timeout``. Failures become
     :class:`APIError`; :class:`AgentCancelled` means the agent's task ended cancelled."""
@@ -47,7 +64,7 @@ async def run_turn(
             async with asyncio.timeout(timeout) as deadline:
                 turn.deadline = deadline
                 async with hold:
-                    waiter = turn.start(invoke(on_stream, on_stream_end))
+                    waiter = turn.start(invoke(on_stream, on_stream_end, on_event))
                     try:
                         await waiter
                     except asyncio.CancelledError:
@@ -114,6 +131,14 @@ class StreamTurn:
             self._meter.token()
             await self._output.send(self._stream.text(delta))
 
+    async def _on_event(self, ev: AgentEvent) -> None:
+        if ev.__class__ not in AGENT_EVENTS:
+            raise contract_error(f"The agent sent a {type(ev).__name__}, which is not a turn event.")
+        data = self._stream.send(ev)
+        if data:
+            self._meter.token()
+            await self._output.send(data)
+
     async def __call__(self, output: Output) -> None:
         stream = self._stream
         self._output = output
@@ -128,6 +153,7 @@ class StreamTurn:
                     turns=self._turns,
                     on_stream=self._on_stream,
                     on_stream_end=_segment_end,
+                    on_event=self._on_event,
                 )
             except APIError as exc:
                 outcome = outcome_of(exc)
@@ -140,14 +166,29 @@ class StreamTurn:
                 tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
             else:
                 outcome = "completed"
-                head = b"" if stream.sent_text else stream.send(TextDelta(reply.text or EMPTY_REPLY))
-                tail = head + stream.send(Finish(reply.usage, reply.finish_reason))
+                tail = unstreamed(stream, reply) + stream.send(Finish(reply.usage, reply.finish_reason))
             await output.close(tail)
         finally:
             if output.broken:
                 outcome = "stalled" if output.stalled else "disconnected"
             meter.close(outcome)
             self._access.done(200, ttft=meter.first_token, tokens=meter.tokens, outcome=outcome)
+
+
+def unstreamed(stream: ChatStream, reply: Reply) -> bytes:
+    """What the agent returned but did not stream: its reasoning, its text (or
+    :data:`EMPTY_REPLY` when it gave neither text nor tool calls), its tool calls."""
+    parts = []
+    if reply.reasoning and not stream.sent_reasoning:
+        parts.append(stream.reasoning(reply.reasoning))
+    calls = () if stream.sent_calls else reply.tool_calls
+    if not stream.sent_text and (reply.text or not (calls or stream.sent_calls)):
+        parts.append(stream.text(reply.text or EMPTY_REPLY))
+    for index, call in enumerate(calls):
+        parts.append(stream.send(ToolCallStart(index, call.call_id, call.name)))
+        parts.append(stream.send(ToolCallDelta(index, call.arguments)))
+        parts.append(stream.send(ToolCallEnd(index)))
+    return b"".join(parts)
 
 
 def outcome_of(error: APIError) -> str:

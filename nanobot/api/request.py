@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 
 from nanobot.api.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from nanobot.api.tools import parse_tool_calls, parse_tools
+from nanobot.events import ToolCall
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -39,10 +41,6 @@ _REFUSED: dict[str, tuple[object, ...]] = {
     "logprobs": (None, False),
     "top_logprobs": (None, 0),
     "audio": (None,),
-    "tools": (None, []),
-    "functions": (None, []),
-    "tool_choice": (None, "none", "auto"),
-    "function_call": (None, "none", "auto"),
 }
 
 
@@ -51,9 +49,16 @@ class Message:
     role: str
     content: str
     images: tuple[str, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  #: an assistant message's client tool calls
+    tool_call_id: str | None = None  #: the call a ``tool`` message answers
 
     def to_dict(self) -> dict[str, Any]:
         """OpenAI's shape: ``content`` is the text, or a list of parts when there are images."""
+        if self.tool_calls:
+            calls = [call.to_dict() for call in self.tool_calls]
+            return {"role": self.role, "content": self.content or None, "tool_calls": calls}
+        if self.tool_call_id is not None:
+            return {"role": self.role, "tool_call_id": self.tool_call_id, "content": self.content}
         if not self.images:
             return {"role": self.role, "content": self.content}
         parts: list[dict[str, Any]] = [{"type": "text", "text": self.content}] if self.content else []
@@ -68,12 +73,15 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     session_id: str | None = None
-    #: The client's sampling fields (:data:`FORWARDED`), as sent, for agents that relay them.
+    #: The client's sampling fields (:data:`FORWARDED`) and tool options, as sent, for agents
+    #: that relay them.
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: The client's function tools, as sent (validated).
+    tools: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def prompt(self) -> Message:
-        """The new user message: the last one."""
+        """The new message: the last one (the user's, or a tool result)."""
         return self.messages[-1]
 
 
@@ -107,6 +115,7 @@ class Limits:
 
     max_messages: int = 2048
     max_images: int = 64
+    max_tools: int = 128
 
     @property
     def max_tokens(self) -> int:
@@ -167,13 +176,16 @@ def parse_chat_request(body: bytes, limits: Limits = Limits(), *, relays: bool =
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     _refuse_unsupported(data, relays)
+    tools, tool_options = parse_tools(data, limits.max_tools)
+    options = {name: data[name] for name in FORWARDED if data.get(name) is not None}
     return ChatRequest(
         messages=_parse_messages(data.get("messages"), limits),
         model=_optional(data, "model", str),
         stream=bool(_optional(data, "stream", bool)),
         include_usage=_include_usage(data.get("stream_options")),
         session_id=check_session_id(_optional(data, "session_id", str), "session_id"),
-        options={name: data[name] for name in FORWARDED if data.get(name) is not None},
+        options={**options, **tool_options} if tool_options else options,
+        tools=tools,
     )
 
 
@@ -261,11 +273,12 @@ def _parse_messages(raw: object, limits: Limits) -> tuple[Message, ...]:
             code="too_many_images",
         )
     last = messages[-1]
-    if last.role != "user":
+    if last.role not in ("user", "tool"):
         raise InvalidRequest(
-            "The last message must have role 'user'.", param=f"messages[{len(raw) - 1}].role"
+            "The last message must have role 'user' (or 'tool': a tool result).",
+            param=f"messages[{len(raw) - 1}].role",
         )
-    if not last.content.strip() and not last.images:
+    if last.role == "user" and not last.content.strip() and not last.images:
         raise InvalidRequest("The last user message is empty.", param=f"messages[{len(raw) - 1}].content")
     return messages
 
@@ -278,7 +291,22 @@ def _parse_message(item: object, where: str) -> Message:
         raise InvalidRequest(
             f"'{where}.role' must be one of: {', '.join(sorted(ROLES))}.", param=f"{where}.role"
         )
-    content = item.get("content")
+    message = _parse_content(role, item.get("content"), where)
+    if role == "assistant" and item.get("tool_calls") is not None:
+        calls = parse_tool_calls(item["tool_calls"], f"{where}.tool_calls")
+        return Message(role, message.content, message.images, tool_calls=calls)
+    if role == "tool":
+        call_id = item.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidRequest(
+                f"'{where}.tool_call_id' must name the tool call this message answers.",
+                param=f"{where}.tool_call_id",
+            )
+        return Message(role, message.content, tool_call_id=call_id)
+    return message
+
+
+def _parse_content(role: str, content: object, where: str) -> Message:
     if content is None and role in ("assistant", "tool"):
         return Message(role, "")
     if isinstance(content, str):

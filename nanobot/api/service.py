@@ -22,6 +22,7 @@ import orjson
 
 from nanobot.agents import Agent
 from nanobot.api.access import Access, route_of
+from nanobot.api.collector import ReplyCollector
 from nanobot.api.completion import completion_body
 from nanobot.api.cors import CORSPolicy
 from nanobot.api.driver import EMPTY_REPLY, Invoke, StreamTurn, outcome_of, run_turn
@@ -57,6 +58,7 @@ from nanobot.api.request import (
 from nanobot.api.sessions import Counted, SessionLocks, Sessions, Waiting
 from nanobot.api.sse import ChunkFormat
 from nanobot.api.stream import ChatStream
+from nanobot.api.tools import check_tool_results
 from nanobot.api.turns import AgentCancelled, Turns
 
 logger = logging.getLogger("nanobot.api")
@@ -87,6 +89,7 @@ class ServiceOptions(TypedDict, total=False):
     body_timeout: float
     max_messages: int
     max_attachments: int
+    max_tools: int
     allowed_hosts: Sequence[str]
     drain_timeout: float
     sessions: Sessions | None
@@ -131,6 +134,7 @@ class ChatService:
         body_timeout: float = 60.0,
         max_messages: int = 2048,
         max_attachments: int = 64,
+        max_tools: int = 128,
         allowed_hosts: Sequence[str] = (),
         drain_timeout: float = 30.0,
         sessions: Sessions | None = None,
@@ -154,7 +158,7 @@ class ChatService:
         self.guard = BrowserGuard(enabled=self._api_key is None, cors=self.cors, allowed_hosts=allowed_hosts)
         self.write_timeout = write_timeout if write_timeout > 0 else None
         self.body_timeout = body_timeout if body_timeout > 0 else None
-        self.limits = Limits(max_messages=max_messages, max_images=max_attachments)
+        self.limits = Limits(max_messages=max_messages, max_images=max_attachments, max_tools=max_tools)
         self.turns = Turns()
         self.drain_timeout = drain_timeout
         self.max_streams = max_streams or None  # 0: no limit
@@ -249,6 +253,7 @@ class ChatService:
                 request, attachments = self._parse(raw, headers, form)
             self._check_model(request.model)
             named = access.session = named_session(request, headers)
+            check_tool_results(request.messages, session=named is not None)
             if named is not None:
                 self._check_pending()
                 await self.sessions.check(named)
@@ -410,8 +415,12 @@ class ChatService:
         self, hold: AbstractAsyncContextManager[None], invoke: Invoke, base: dict[str, str], access: Access
     ) -> JSONReply:
         outcome = "disconnected"  # unless the turn gets further
+        events = ReplyCollector()
         try:
-            reply = await run_turn(invoke, hold=hold, timeout=self.request_timeout, turns=self.turns)
+            reply = await run_turn(
+                invoke, hold=hold, timeout=self.request_timeout, turns=self.turns, on_event=events
+            )
+            reply = events.merged(reply)
             outcome = "completed"
         except AgentCancelled:
             outcome = "failed"
@@ -422,7 +431,7 @@ class ChatService:
         finally:
             end_turn(outcome, time.perf_counter() - access.arrived)
         body = completion_body(
-            reply if reply.text else replace(reply, text=EMPTY_REPLY),
+            reply if reply.text or reply.tool_calls else replace(reply, text=EMPTY_REPLY),
             completion_id=f"chatcmpl-{self._new_id()}",
             created=int(self._clock()),
             model=self.model_name,

@@ -45,6 +45,10 @@ def event(payload: dict[str, Any]) -> bytes:
 
 _CONTENT = b'[{"index":0,"delta":{"content":'
 _FIRST_CONTENT = b'[{"index":0,"delta":{"role":"assistant","content":'
+_REASONING = b'[{"index":0,"delta":{"reasoning_content":'
+_FIRST_REASONING = b'[{"index":0,"delta":{"role":"assistant","reasoning_content":'
+_CALL = b'[{"index":0,"delta":{"tool_calls":[{"index":'
+_FIRST_CALL = b'[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":'
 _TAILS = (b"}\n\n", b',"usage":null}\n\n')  #: by ``include_usage``: shared by every stream
 _DELTA_ENDS = tuple(b'},"finish_reason":null}]' + tail for tail in _TAILS)
 
@@ -58,7 +62,7 @@ class ChunkFormat:
     rebuilt from it on the rare paths (the first delta, the finish and usage chunks).
     """
 
-    __slots__ = ("_content", "_delta_end", "_tail")
+    __slots__ = ("_arguments", "_content", "_delta_end", "_reasoning", "_tail")
 
     def __init__(self, chunk_id: str, created: int, model: str, *, include_usage: bool) -> None:
         head = orjson.dumps(
@@ -67,6 +71,8 @@ class ChunkFormat:
         self._content = b"data: " + head[:-1] + b',"choices":' + _CONTENT
         self._tail = _TAILS[include_usage]
         self._delta_end = _DELTA_ENDS[include_usage]
+        self._reasoning: bytes | None = None  # built on a stream's first reasoning delta
+        self._arguments: dict[int, bytes] | None = None  # per call index, on its first fragment
 
     @property
     def _head(self) -> bytes:
@@ -79,19 +85,53 @@ class ChunkFormat:
             return self._head + _FIRST_CONTENT + json_text(text) + self._delta_end
         return self._content + json_text(text) + self._delta_end
 
+    def reasoning(self, text: str, *, first: bool = False) -> bytes:
+        """A ``reasoning_content`` delta (what vLLM, llama-server, DeepSeek and Open WebUI read)."""
+        if first:
+            return self._head + _FIRST_REASONING + json_text(text) + self._delta_end
+        head = self._reasoning
+        if head is None:
+            head = self._reasoning = self._head + _REASONING
+        return head + json_text(text) + self._delta_end
+
+    def tool_call(self, index: int, call_id: str, name: str, *, first: bool = False) -> bytes:
+        """The first fragment of client tool call ``index``: its id, type, name and empty arguments."""
+        call = _escape_line_breaks(
+            orjson.dumps({"id": call_id, "type": "function", "function": {"name": name, "arguments": ""}})
+        )
+        opening = _FIRST_CALL if first else _CALL
+        return self._head + opening + str(index).encode() + b"," + call[1:] + b"]" + self._delta_end
+
+    def tool_arguments(self, index: int, fragment: str) -> bytes:
+        """A later fragment of call ``index``: its index and a piece of its JSON arguments."""
+        heads = self._arguments
+        if heads is None:
+            heads = self._arguments = {}
+        head = heads.get(index)
+        if head is None:
+            head = heads[index] = self._head + _CALL + str(index).encode() + b',"function":{"arguments":'
+        return head + json_text(fragment) + b"}}]" + self._delta_end
+
     def finish(self, reason: str) -> bytes:
         """The closing chunk: an empty delta and the finish reason."""
         return (
             self._head + b'[{"index":0,"delta":{},"finish_reason":' + json_text(reason) + b"}]" + self._tail
         )
 
-    def usage(self, prompt_tokens: int, completion_tokens: int, total_tokens: int | None = None) -> bytes:
+    def usage(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        total_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> bytes:
         """The usage chunk sent after the finish chunk when the client asked for it."""
-        usage = orjson.dumps(
-            {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens if total_tokens is None else total_tokens,
-            }
-        )
+        counts: dict[str, object] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens if total_tokens is None else total_tokens,
+        }
+        if reasoning_tokens is not None:
+            counts["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        usage = orjson.dumps(counts)
         return self._head + b'[],"usage":' + usage + b"}\n\n"

@@ -26,8 +26,9 @@ def test_minimal_request() -> None:
 def test_full_request() -> None:
     request = parse_chat_request(
         b'{"model":"m","stream":true,"stream_options":{"include_usage":true},"session_id":"s",'
-        b'"messages":[{"role":"developer","content":"d"},{"role":"assistant","content":null},'
-        b'{"role":"tool","content":"t"},{"role":"user","content":[{"type":"text","text":"a"},'
+        b'"messages":[{"role":"developer","content":"d"},{"role":"assistant","content":null,'
+        b'"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},'
+        b'{"role":"tool","tool_call_id":"c1","content":"t"},{"role":"user","content":[{"type":"text","text":"a"},'
         b'{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}'
     )
     assert request.stream and request.include_usage
