@@ -166,7 +166,10 @@ BAD_BODIES: list[tuple[bytes, str | None]] = [
     (b'{"messages": [{"role": "user", "content": "a"}], "stream_options": 1}', "stream_options"),
     (b'{"messages": [{"role": "user", "content": "a"}], "n": 2}', "n"),
     (b'{"messages": [{"role": "user", "content": "a"}], "logprobs": true}', "logprobs"),
-    (b'{"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]}', "tools[0].function"),
+    (
+        b'{"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]}',
+        "tools[0].function",
+    ),
     (
         b'{"messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_object"}}',
         "response_format",

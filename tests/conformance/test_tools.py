@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -234,7 +235,7 @@ async def test_fifty_fragments_with_non_ascii_and_line_separators(serve: Serve) 
     value = "Zürich \u2028 東京 \u2029 ok " * 10
     arguments = json.dumps({"q": value}, ensure_ascii=False)
     cuts = [len(arguments) * i // 50 for i in range(51)]
-    pieces = [arguments[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    pieces = [arguments[a:b] for a, b in itertools.pairwise(cuts)]
     assert len(pieces) == 50 and all(pieces)
     events: list[AgentEvent] = [ToolCallStart(0, "call_x", "get_weather")]
     events += [ToolCallDelta(0, piece) for piece in pieces]

@@ -63,7 +63,12 @@ FIELDS = (
     *("messages", "model", "stream", "stream_options", "session_id", "n", "logprobs", "top_logprobs"),
     *("tools", "functions", "tool_choice", "function_call", "response_format", "modalities", "audio"),
     *("temperature", "max_tokens", "stop", "user", "metadata", "seed", "role", "content", "type", "url"),
+    *("parallel_tool_calls", "tool_calls", "tool_call_id", "function", "name", "parameters", "arguments"),
 )
+TOOL: JSON = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object"}, "strict": False},
+}
 IMAGES = {
     "image/png": b"\x89PNG\r\n\x1a\n" + bytes(24),
     "image/jpeg": b"\xff\xd8\xff\xe0" + bytes(24),
@@ -232,7 +237,29 @@ class Grammar:
             body["session_id"] = rng.choice(("s1", "s2", "a" * 129, "bad id"))
         if self.chance(0.1):
             body.update(temperature=0.2, max_tokens=5, n=1, tool_choice="auto", user="u")
+        if self.chance(0.2):
+            self.add_tools(body, messages)
         return body
+
+    def add_tools(self, body: dict[str, JSON], messages: list[JSON]) -> None:
+        """Client tools, and often a finished tool call with its result (or a call to make)."""
+        rng = self.rng
+        body["tools"] = [TOOL]
+        body["tool_choice"] = rng.choice(
+            ["auto", "none", "required", {"type": "function", "function": {"name": "get_weather"}}]
+        )
+        if self.chance(0.3):
+            body["parallel_tool_calls"] = self.chance(0.5)
+        if self.chance(0.5):
+            call = {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+            }
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            messages.append({"role": "tool", "tool_call_id": "call_1", "content": rng.choice(TEXTS)})
+        elif self.chance(0.5):
+            messages[-1] = {"role": "user", "content": '/call get_weather {"city": "Rome"}'}
 
     def mutate(self, doc: dict[str, JSON]) -> JSON:
         """Zero to three changes: a value anywhere made odd, a key removed or added."""
