@@ -50,12 +50,44 @@ _PART = {
         },
     },
 }
+_TOOL_CALL = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "required": ["name", "arguments"],
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+        },
+    },
+}
+_TOOL = {
+    "type": "object",
+    "required": ["type", "function"],
+    "properties": {
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+                "description": {"type": "string"},
+                "parameters": {"type": "object"},
+                "strict": {"type": "boolean"},
+            },
+        },
+    },
+}
 _MESSAGE = {
     "type": "object",
     "required": ["role"],
     "properties": {
         "role": {"type": "string", "enum": sorted(ROLES)},
         "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _PART}, {"type": "null"}]},
+        "tool_calls": {"type": "array", "items": _TOOL_CALL, "description": "assistant messages"},
+        "tool_call_id": {"type": "string", "description": "tool messages: the call answered"},
     },
 }
 _CHAT_REQUEST = {
@@ -71,6 +103,15 @@ _CHAT_REQUEST = {
             "properties": {"include_usage": {"type": ["boolean", "null"]}},
         },
         "session_id": {"type": ["string", "null"], "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"},
+        "tools": {"type": ["array", "null"], "items": _TOOL},
+        "tool_choice": {
+            "anyOf": [
+                {"type": "string", "enum": ["none", "auto", "required"]},
+                {"type": "object", "required": ["type", "function"]},
+                {"type": "null"},
+            ]
+        },
+        "parallel_tool_calls": {"type": ["boolean", "null"]},
     },
 }
 _FORM_REQUEST = {
@@ -108,7 +149,12 @@ _COMPLETION = {
                     "message": {
                         "type": "object",
                         "required": ["role", "content"],
-                        "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+                        "properties": {
+                            "role": {"const": "assistant"},
+                            "content": {"type": ["string", "null"]},
+                            "reasoning_content": {"type": "string"},
+                            "tool_calls": {"type": "array", "items": _TOOL_CALL},
+                        },
                     },
                     "finish_reason": {"type": "string"},
                 },
