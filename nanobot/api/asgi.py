@@ -86,10 +86,10 @@ def create_asgi_app(
             await service.drain()  # nothing left to drain when a signal already did
             await service.aclose()
 
-    chat = ChatEndpoint(service)
+    turns = {path: ChatEndpoint(service, path) for path in service.dialects}
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", chat, methods=["POST"]),
+            *(Route(path, endpoint, methods=["POST"]) for path, endpoint in turns.items()),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
@@ -101,7 +101,7 @@ def create_asgi_app(
     )
     logging.getLogger("uvicorn.error").addFilter(_CLIENT_FAULTS)  # once: filters are a set
     app.router.redirect_slashes = False  # '/health/' is a 404, as on aiohttp, not a redirect
-    app.add_middleware(Shortcuts, service=service, chat=chat)
+    app.add_middleware(Shortcuts, service=service, turns=turns)
     app.state.service = service
     return app
 
@@ -122,17 +122,17 @@ _CLIENT_FAULTS = _ClientFaults()
 
 class Shortcuts:
     """Before Starlette's routing: answers ``OPTIONS`` (CORS preflight) as the aiohttp adapter
-    does, and hands ``POST /v1/chat/completions`` straight to its endpoint.
+    does, and hands a ``POST`` to a turn's route straight to its endpoint.
 
-    The chat route is the hot one and a stream holds its whole call stack open while it lasts;
+    Turn routes are the hot ones and a stream holds its whole call stack open while it lasts;
     skipping the exception middleware and the router saves their frames on every open stream.
     The router still has the route, for the 405 answer to other methods.
     """
 
-    def __init__(self, app: ASGIApp, service: ChatService, chat: ChatEndpoint) -> None:
+    def __init__(self, app: ASGIApp, service: ChatService, turns: dict[str, ChatEndpoint]) -> None:
         self._app = app
         self._service = service
-        self._chat = chat
+        self._turns = turns
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -140,15 +140,16 @@ class Shortcuts:
                 reply = self._service.bad_request(Headers(scope=scope), "An HTTP/1.1 request needs a Host.")
                 await _respond(reply)(scope, receive, send)
                 return  # RFC 9112 §3.2, as aiohttp and h11 answer; httptools lets it through
-            if scope["method"] == "POST" and _route_path(scope) == "/v1/chat/completions":
-                await self._chat(scope, receive, send)
+            endpoint = self._turns.get(_route_path(scope)) if scope["method"] == "POST" else None
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
                 return
             await self._other(scope, receive, send)
             return
         await self._app(scope, receive, send)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Any route but chat, logged and counted here (the core logs a chat turn at its end)."""
+        """Any route but a turn's, logged and counted here (the core logs a turn at its end)."""
         client = scope.get("client")
         headers = Headers(scope=scope)
         access = self._service.access(
@@ -240,10 +241,11 @@ class _Inbox:
 
 
 class ChatEndpoint:
-    """``POST /v1/chat/completions`` as a raw ASGI app, cancelled when the client leaves."""
+    """``POST`` to a turn's route as a raw ASGI app, cancelled when the client leaves."""
 
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: ChatService, path: str = "/v1/chat/completions") -> None:
         self._service = service
+        self._path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -262,7 +264,8 @@ class ChatEndpoint:
         length = headers.get("content-length")
         declared = int(length) if length and length.isascii() and length.isdigit() else None
         server, client = scope.get("server"), scope.get("client")
-        reply = await self._service.chat(
+        reply = await self._service.turn(
+            self._path,
             headers,
             inbox.body(),
             declared,

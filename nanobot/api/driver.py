@@ -13,14 +13,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nanobot.api.access import Access
 from nanobot.api.completion import Reply, read_reply
 from nanobot.api.errors import AgentFailed, AgentTimeout, APIError, TurnStopped, from_agent_exception
 from nanobot.api.metrics import StreamMeter
 from nanobot.api.output import ClientGone, Output
-from nanobot.api.stream import ChatStream, Failure, Finish, contract_error
+from nanobot.api.stream import Failure, Finish, contract_error
 from nanobot.api.turns import AgentCancelled, Turns
 from nanobot.events import (
     Activity,
@@ -33,6 +33,10 @@ from nanobot.events import (
     ToolCallEnd,
     ToolCallStart,
 )
+
+if TYPE_CHECKING:
+    from nanobot.api.dialects import Dialect, Encoder
+    from nanobot.api.request import ChatRequest
 
 logger = logging.getLogger("nanobot.api")
 
@@ -101,21 +105,33 @@ class StreamTurn:
     writing its SSE bytes to ``output`` as the agent speaks. One slotted object, not a closure
     and a partial, since every open stream holds one."""
 
-    __slots__ = ("_access", "_hold", "_invoke", "_meter", "_output", "_stream", "_timeout", "_turns")
+    __slots__ = (
+        "_access",
+        "_finished",
+        "_hold",
+        "_invoke",
+        "_meter",
+        "_output",
+        "_stream",
+        "_timeout",
+        "_turns",
+    )
     _meter: StreamMeter  #: set when the turn starts, before the agent can stream
     _output: Output
 
     def __init__(
         self,
         invoke: Invoke,
-        stream: ChatStream,
+        stream: Encoder,
         *,
         hold: AbstractAsyncContextManager[None],
         timeout: float | None,
         turns: Turns,
         access: Access,
+        finished: Finished | None = None,
     ) -> None:
         self._invoke = invoke
+        self._finished = finished
         self._stream = stream
         self._hold = hold
         self._timeout = timeout
@@ -155,6 +171,8 @@ class StreamTurn:
                     on_stream_end=_segment_end,
                     on_event=self._on_event,
                 )
+                if self._finished is not None:
+                    await self._finished(reply)
             except APIError as exc:
                 outcome = outcome_of(exc)
                 tail = stream.send(Failure(exc))
@@ -175,7 +193,21 @@ class StreamTurn:
             self._access.done(200, ttft=meter.first_token, tokens=meter.tokens, outcome=outcome)
 
 
-def unstreamed(stream: ChatStream, reply: Reply) -> bytes:
+class Finished:
+    """Tells a dialect its streamed turn completed, before the stream's last bytes go out."""
+
+    __slots__ = ("_dialect", "_request", "_turn_id")
+
+    def __init__(self, dialect: Dialect, request: ChatRequest, turn_id: str) -> None:
+        self._dialect = dialect
+        self._request = request
+        self._turn_id = turn_id
+
+    async def __call__(self, reply: Reply) -> None:
+        await self._dialect.finished(self._request, reply, self._turn_id)
+
+
+def unstreamed(stream: Encoder, reply: Reply) -> bytes:
     """What the agent returned but did not stream: its reasoning, its text (or
     :data:`EMPTY_REPLY` when it gave neither text nor tool calls), its tool calls."""
     parts = []

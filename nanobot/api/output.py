@@ -47,6 +47,7 @@ class Output:
         "closed",
         "error",
         "last",
+        "ping",
         "stalled",
         "write_timeout",
         "writing_since",
@@ -59,6 +60,7 @@ class Output:
         ping_interval: float = 0.0,
         write_timeout: float | None = None,
         limit: int = GATHER_LIMIT,
+        ping: bytes = PING,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task(self._loop)
@@ -66,6 +68,7 @@ class Output:
         self._interval = ping_interval if ping_interval > 0 else None
         self.write_timeout = write_timeout if write_timeout and write_timeout > 0 else None
         self._limit = limit
+        self.ping = ping  #: the dialect's keepalive
         self._parts: list[bytes] = []
         self._size = 0
         self._ticking = False
@@ -215,8 +218,8 @@ class Output:
             return
         if self._interval is not None and since is None and now >= self.last + self._interval:
             if not self._parts:
-                self._parts.append(PING)
-                self._size += len(PING)
+                self._parts.append(self.ping)
+                self._size += len(self.ping)
             self.last = now
             self._start_flusher()
         self._arm(now)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nanobot.api.output import Output, Write
+from nanobot.api.sse import PING
 
 logger = logging.getLogger("nanobot.api")
 
@@ -39,6 +40,8 @@ class StreamReply:
     #: Frees what admitting this stream took (its place under ``max_streams``); runs once, when
     #: ``write_to`` ends, however it ends.
     release: Callable[[], None] | None = None
+    #: The keepalive the dialect writes after ``ping_interval`` seconds of silence.
+    ping: bytes = PING
 
     async def write_to(self, write: Write, start: Callable[[], Awaitable[object]] | None = None) -> bool:
         """Send the headers with ``start``, then run the turn, writing every chunk with ``write``;
@@ -58,7 +61,9 @@ class StreamReply:
         if start is not None:  # sent: keep neither the adapter's closure nor the headers
             start = None
             self.headers.clear()
-        output = Output(write, ping_interval=self.ping_interval, write_timeout=self.write_timeout)
+        output = Output(
+            write, ping_interval=self.ping_interval, write_timeout=self.write_timeout, ping=self.ping
+        )
         try:
             await self.run(output)
         except asyncio.CancelledError:

@@ -61,7 +61,8 @@ def create_app(
     )
     app[SERVICE] = service
     logging.getLogger("aiohttp.server").addFilter(_CLIENT_FAULTS)  # once: filters are a set
-    app.router.add_post("/v1/chat/completions", _chat)
+    for path in service.dialects:
+        app.router.add_post(path, _turn)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model_id:.+}", _model)
     app.router.add_get("/health", _health)
@@ -104,8 +105,10 @@ def _whole_body(request: web.Request) -> bytes | None:
     return content.read_nowait()
 
 
-async def _chat(request: web.Request) -> web.StreamResponse:
-    reply = await request.app[SERVICE].chat(
+async def _turn(request: web.Request) -> web.StreamResponse:
+    """``POST`` to a turn's route (chat completions, or another dialect's)."""
+    reply = await request.app[SERVICE].turn(
+        request.path,
         request.headers,
         _whole_body(request) or _body(request),
         request.content_length,
@@ -170,10 +173,10 @@ _CLIENT_FAULTS = _ClientFaults()
 @web.middleware
 async def _route(request: web.Request, handler: Handler) -> web.StreamResponse:
     """CORS preflights, OpenAI error JSON for unknown routes and methods, and the request log
-    of every route but chat (the core logs a chat turn when it ends)."""
-    if request.method == "POST" and request.path == "/v1/chat/completions":
-        return await handler(request)
+    of every route but a turn's (the core logs a turn when it ends)."""
     service = request.app[SERVICE]
+    if request.method == "POST" and request.path in service.dialects:
+        return await handler(request)
     access = service.access(request.method, request.path, request.headers, request.remote)
     response = await _other(request, handler, service)
     access.done(response.status)

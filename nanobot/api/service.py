@@ -23,9 +23,10 @@ import orjson
 from nanobot.agents import Agent
 from nanobot.api.access import Access, route_of
 from nanobot.api.collector import ReplyCollector
-from nanobot.api.completion import completion_body
 from nanobot.api.cors import CORSPolicy
-from nanobot.api.driver import EMPTY_REPLY, Invoke, StreamTurn, outcome_of, run_turn
+from nanobot.api.dialects import Dialect
+from nanobot.api.dialects.chat import CHAT, CHAT_PATH
+from nanobot.api.driver import EMPTY_REPLY, Finished, Invoke, StreamTurn, outcome_of, run_turn
 from nanobot.api.errors import (
     AgentFailed,
     APIError,
@@ -52,18 +53,14 @@ from nanobot.api.request import (
     check_body_size,
     is_form,
     named_session,
-    parse_chat_request,
     read_body,
 )
 from nanobot.api.sessions import Counted, SessionLocks, Sessions, Waiting
-from nanobot.api.sse import ChunkFormat
-from nanobot.api.stream import ChatStream
 from nanobot.api.tools import check_tool_results
 from nanobot.api.turns import AgentCancelled, Turns
 
 logger = logging.getLogger("nanobot.api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-CHAT_PATH = "/v1/chat/completions"
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -167,6 +164,8 @@ class ChatService:
         self.streams = 0  #: streaming turns admitted and not yet ended
         self.waiting = Waiting()  #: turns waiting for their session
         self._openapi = orjson.dumps(openapi_document(model_name))
+        #: The routes of a turn, each with its dialect.
+        self.dialects: dict[str, Dialect] = {CHAT.path: CHAT}
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -217,22 +216,40 @@ class ChatService:
         local_address: str | None = None,
         client: str | None = None,
     ) -> JSONReply | StreamReply:
-        """``POST /v1/chat/completions``: validate, then stream or complete the turn.
+        """``POST /v1/chat/completions``: validate, then stream or complete the turn."""
+        return await self.turn(
+            CHAT_PATH, headers, body, content_length, local_address=local_address, client=client
+        )
+
+    async def turn(
+        self,
+        path: str,
+        headers: Mapping[str, str],
+        body: AsyncIterable[bytes] | bytes,
+        content_length: int | None,
+        *,
+        local_address: str | None = None,
+        client: str | None = None,
+    ) -> JSONReply | StreamReply:
+        """``POST`` to a turn's route (one of :attr:`dialects`): validate, then stream or
+        complete the turn.
 
         ``body`` is the body's chunks as they come, or the whole body when the adapter already
         has it (then no read, and no body timeout, is needed). ``local_address`` is the address
         the connection came in on (for the rebinding guard), ``client`` the peer's (for the
         request log).
         """
+        dialect = self.dialects[path]
         base = self.reply_headers(headers)
-        access = Access("POST", CHAT_PATH, CHAT_PATH, base["x-request-id"], client)
-        reply = await self._chat(headers, body, content_length, local_address, base, access)
+        access = Access("POST", path, path, base["x-request-id"], client)
+        reply = await self._turn(dialect, headers, body, content_length, local_address, base, access)
         if isinstance(reply, JSONReply):
             access.done(reply.status)
         return reply
 
-    async def _chat(
+    async def _turn(
         self,
+        dialect: Dialect,
         headers: Mapping[str, str],
         body: AsyncIterable[bytes] | bytes,
         content_length: int | None,
@@ -248,10 +265,11 @@ class ChatService:
             form = is_form(headers.get("content-type", ""))
             raw = await self._read(body, content_length)
             if len(raw) > PARSE_INLINE_LIMIT:
-                request, attachments = await asyncio.to_thread(self._parse, raw, headers, form)
+                request, attachments = await asyncio.to_thread(self._parse, dialect, raw, headers, form)
             else:
-                request, attachments = self._parse(raw, headers, form)
+                request, attachments = self._parse(dialect, raw, headers, form)
             self._check_model(request.model)
+            request = await dialect.prepare(request)
             named = access.session = named_session(request, headers)
             check_tool_results(request.messages, session=named is not None)
             if named is not None:
@@ -260,13 +278,13 @@ class ChatService:
             invoke = self._caller.invoker(request, attachments, named, base["x-request-id"])
             hold = Counted(self.sessions.hold(named), self.waiting) if named is not None else _NO_HOLD
             if request.stream:
-                return self._stream(request, hold, invoke, base, access)
-            return await self._complete(hold, invoke, base, access)
+                return self._stream(dialect, request, hold, invoke, base, access)
+            return await self._complete(dialect, request, hold, invoke, base, access)
         except APIError as exc:
-            return self.error(exc, base)
-        except Exception:  # a bug of ours: still an OpenAI error, never a bare traceback page
-            logger.exception("chat request failed")
-            return self.error(APIError("The server failed to handle the request."), base)
+            return self.error(exc, base, dialect)
+        except Exception:  # a bug of ours: still an error body, never a bare traceback page
+            logger.exception("%s request failed", dialect.path)
+            return self.error(APIError("The server failed to handle the request."), base, dialect)
 
     def preflight(self, headers: Mapping[str, str], path: str) -> JSONReply:
         """``OPTIONS``: a CORS preflight answer when CORS is on, else 405 like any other method."""
@@ -322,8 +340,9 @@ class ChatService:
         if scheme.lower() != "bearer" or not key_matches(token.strip(), self._api_key):
             raise AuthenticationFailed("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
 
-    def error(self, exc: APIError, base: dict[str, str]) -> JSONReply:
-        return JSONReply(exc.status, {**base, **exc.headers()}, orjson.dumps(exc.to_body()))
+    def error(self, exc: APIError, base: dict[str, str], dialect: Dialect = CHAT) -> JSONReply:
+        status, body = dialect.error(exc)
+        return JSONReply(status, {**base, **exc.headers()}, orjson.dumps(body))
 
     def _json(self, status: int, payload: dict[str, Any], base: dict[str, str]) -> JSONReply:
         return JSONReply(status, base, orjson.dumps(payload))
@@ -358,41 +377,45 @@ class ChatService:
             ) from None
 
     def _parse(
-        self, raw: bytes, headers: Mapping[str, str], form: bool
+        self, dialect: Dialect, raw: bytes, headers: Mapping[str, str], form: bool
     ) -> tuple[ChatRequest, tuple[Attachment, ...]]:
         """A JSON body, or a multipart form; inline images of the new message are checked here."""
         if form:
             return parse_form(raw, headers["content-type"], self.media, self.limits.max_images)
-        request = parse_chat_request(raw, self.limits, relays=self._caller.relays)
+        request = dialect.parse(raw, self.limits, relays=self._caller.relays)
         where = f"messages[{len(request.messages) - 1}].content"
         images = tuple(self.media.from_data_url(url, where) for url in request.prompt.images)
         return request, images
 
     def _stream(
         self,
+        dialect: Dialect,
         request: ChatRequest,
         hold: AbstractAsyncContextManager[None],
         invoke: Invoke,
         base: dict[str, str],
         access: Access,
     ) -> StreamReply:
-        chunk_format = ChunkFormat(
-            f"chatcmpl-{self._new_id()}",
-            int(self._clock()),
-            self.model_name,
-            include_usage=request.include_usage,
-        )
+        turn_id = dialect.turn_id(self._new_id())
+        encoder = dialect.encoder(request, turn_id=turn_id, created=int(self._clock()), model=self.model_name)
+        finished = None if dialect is CHAT else Finished(dialect, request, turn_id)
         run = StreamTurn(
             invoke,
-            ChatStream(chunk_format, include_usage=request.include_usage),
+            encoder,
             hold=hold,
             timeout=self.request_timeout,
             turns=self.turns,
             access=access,
+            finished=finished,
         )
         self._admit_stream()
         return StreamReply(
-            {**STREAM_HEADERS, **base}, run, self.ping_interval, self.write_timeout, self._stream_ended
+            {**STREAM_HEADERS, **base},
+            run,
+            self.ping_interval,
+            self.write_timeout,
+            self._stream_ended,
+            dialect.ping,
         )
 
     def _admit_stream(self) -> None:
@@ -412,7 +435,13 @@ class ChatService:
             )
 
     async def _complete(
-        self, hold: AbstractAsyncContextManager[None], invoke: Invoke, base: dict[str, str], access: Access
+        self,
+        dialect: Dialect,
+        request: ChatRequest,
+        hold: AbstractAsyncContextManager[None],
+        invoke: Invoke,
+        base: dict[str, str],
+        access: Access,
     ) -> JSONReply:
         outcome = "disconnected"  # unless the turn gets further
         events = ReplyCollector()
@@ -421,6 +450,10 @@ class ChatService:
                 invoke, hold=hold, timeout=self.request_timeout, turns=self.turns, on_event=events
             )
             reply = events.merged(reply)
+            if not (reply.text or reply.tool_calls):
+                reply = replace(reply, text=EMPTY_REPLY)
+            turn_id = dialect.turn_id(self._new_id())
+            await dialect.finished(request, reply, turn_id)
             outcome = "completed"
         except AgentCancelled:
             outcome = "failed"
@@ -430,10 +463,7 @@ class ChatService:
             raise
         finally:
             end_turn(outcome, time.perf_counter() - access.arrived)
-        body = completion_body(
-            reply if reply.text or reply.tool_calls else replace(reply, text=EMPTY_REPLY),
-            completion_id=f"chatcmpl-{self._new_id()}",
-            created=int(self._clock()),
-            model=self.model_name,
+        body = dialect.body(
+            reply, request, turn_id=turn_id, created=int(self._clock()), model=self.model_name
         )
         return JSONReply(200, base, orjson.dumps(body))
