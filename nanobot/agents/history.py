@@ -1,7 +1,8 @@
 """Session stores for the ``openai`` agent: each session's conversation, in memory, SQLite or Redis.
 
-A store holds the turns of a session (user and assistant messages, and any system messages a
-client sent itself); the agent's own system prompt is not stored, it is put first on every call,
+A store holds the turns of a session (user and assistant messages, the assistant's client tool
+calls and the tool results the client sent, and any system messages a client sent itself); the
+agent's own system prompt is not stored, it is put first on every call,
 so changing ``--system-prompt`` applies to old sessions too. A store only loads and replaces
 whole conversations: the agent saves once per completed turn.
 """
@@ -15,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 import orjson
 
@@ -38,8 +39,13 @@ DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
 
 
 class ChatMessage(TypedDict):
+    """A stored message, in Chat Completions' shape: an assistant message with ``tool_calls``
+    may have ``content`` ``None``; a ``tool`` message names the call it answers."""
+
     role: str
-    content: str
+    content: str | None
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    tool_call_id: NotRequired[str]
 
 
 class History(Protocol):
@@ -55,7 +61,9 @@ class History(Protocol):
 def trimmed(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage]:
     """At most ``limit`` messages after the leading system ones, dropping whole turns, oldest first.
 
-    A turn starts at a user message, so what is kept never starts with an assistant's answer.
+    A turn starts at a user message, so what is kept never starts with an assistant's answer,
+    nor splits an assistant's tool calls from their results (an upstream refuses a tool message
+    whose call it has not seen).
     """
     head = 0
     while head < len(messages) and messages[head]["role"] in SYSTEM_ROLES:

@@ -1,7 +1,10 @@
 """The ``openai`` agent: each turn streamed from an OpenAI-compatible server, each session remembered.
 
 A client may send only its new message (the session's stored conversation is sent before it),
-or the whole conversation, as Open WebUI does (sent as is, never doubled). Our system prompt goes
+or the whole conversation, as Open WebUI does (sent as is, never doubled). A client's ``tools``
+go upstream with its tool options; the upstream's reasoning and tool calls stream back as
+events, fragment by fragment. A session keeps the assistant's tool calls and the client's tool
+results, so its client may send only its tool results (one or more ``tool`` messages). Our system prompt goes
 first unless the conversation brings its own. A turn is saved only once the upstream finished
 it: a failed, timed-out or cancelled turn leaves the session as it was.
 """
@@ -13,7 +16,9 @@ from typing import Any
 
 from nanobot.agents.history import SYSTEM_ROLES, ChatMessage, History, MemoryHistory, open_history, trimmed
 from nanobot.agents.upstream import Completion, Upstream, UpstreamMessage
+from nanobot.api.errors import InvalidRequest
 from nanobot.config import ConfigError, Settings
+from nanobot.events import OnEvent
 
 
 class OpenAIAgent:
@@ -66,33 +71,41 @@ class OpenAIAgent:
         request_id: str | None = None,
         stateless: bool = False,
         options: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        on_event: OnEvent | None = None,
         **kwargs: Any,
     ) -> Completion:
         """One turn: the conversation upstream, its answer streamed to ``on_stream``, then saved.
 
         ``stateless`` (the client named no session): only what the client sent goes upstream,
         and nothing is saved, so clients that share no session id never share a conversation.
-        ``options`` (the client's sampling fields) go upstream as sent. Images go upstream with
-        their turn; history keeps each message's text.
+        ``options`` (the client's sampling fields and tool options) and ``tools`` go upstream as
+        sent. Images go upstream with their turn; history keeps each message's text, tool calls
+        and tool results. A tool result answering no call of the conversation is a 400.
         """
         sent = list(messages) if messages else [{"role": "user", "content": content}]
         if stateless:
             outgoing, kept = sent, []  # nothing is saved
-        elif len(sent) > 1:
+        elif len(sent) > 1 and sent[0].get("role") != "tool":  # a conversation never opens with a tool result
             outgoing = sent
-            kept = [_text_only(m) for m in sent]
-        else:
+            kept = [_kept(m) for m in sent]
+        else:  # the new message, or the new tool results, after the stored conversation
             stored = await self.history.load(session_key)
-            outgoing = [*stored, sent[-1]]
-            kept = [*stored, _text_only(sent[-1])]
+            outgoing = [*stored, *sent]
+            kept = [*stored, *(_kept(m) for m in sent)]
+        check_tool_results(outgoing, len(outgoing) - len(sent))
         completion = await self.upstream.complete(
-            self._with_system_prompt(outgoing), on_stream or _discard, request_id=request_id, options=options
+            self._with_system_prompt(outgoing),
+            on_stream or _discard,
+            request_id=request_id,
+            options=options,
+            tools=tools,
+            on_event=on_event,
         )
         if on_stream_end is not None:
             await on_stream_end()
         if not stateless:
-            answer = ChatMessage(role="assistant", content=completion.content)
-            await self.history.save(session_key, trimmed([*kept, answer], self.max_messages))
+            await self.history.save(session_key, trimmed([*kept, _answer(completion)], self.max_messages))
         return completion
 
     async def aclose(self) -> None:
@@ -111,12 +124,48 @@ class OpenAIAgent:
         return [ChatMessage(role="system", content=self.system_prompt), *conversation]
 
 
-def _text_only(message: Mapping[str, Any]) -> ChatMessage:
-    """A message as history keeps it: its text (image parts are not stored)."""
+def check_tool_results(conversation: Sequence[Mapping[str, Any]], start: int) -> None:
+    """Every ``tool`` message from ``start`` on (the client's, numbered from there) answers a call
+    an earlier assistant message issued, else :class:`InvalidRequest` names its ``tool_call_id``."""
+    issued: set[str] = set()
+    for i, message in enumerate(conversation):
+        calls = message.get("tool_calls")
+        if calls and message.get("role") == "assistant":
+            issued.update(c["id"] for c in calls if isinstance(c, Mapping) and isinstance(c.get("id"), str))
+        elif message.get("role") == "tool" and i >= start and message.get("tool_call_id") not in issued:
+            where = f"messages[{i - start}].tool_call_id"
+            raise InvalidRequest(
+                f"'{where}' ({message.get('tool_call_id')!r}) answers no tool call of the session's "
+                "conversation or of an earlier assistant message.",
+                param=where,
+                code="unknown_tool_call_id",
+            )
+
+
+def _kept(message: Mapping[str, Any]) -> ChatMessage:
+    """A message as history keeps it: its text (image parts are not stored), an assistant's
+    tool calls, the call a tool result answers."""
     content = message.get("content")
     if isinstance(content, list):
         content = "\n".join(p["text"] for p in content if isinstance(p, Mapping) and p.get("type") == "text")
-    return ChatMessage(role=str(message["role"]), content=content if isinstance(content, str) else "")
+    kept = ChatMessage(role=str(message["role"]), content=content if isinstance(content, str) else "")
+    calls = message.get("tool_calls")
+    if calls and isinstance(calls, list):
+        kept["tool_calls"] = [dict(call) for call in calls]
+        kept["content"] = content if isinstance(content, str) and content else None
+    call_id = message.get("tool_call_id")
+    if isinstance(call_id, str):
+        kept["tool_call_id"] = call_id
+    return kept
+
+
+def _answer(completion: Completion) -> ChatMessage:
+    """The upstream's answer as history keeps it: its text and its tool calls (not its reasoning,
+    which upstreams such as DeepSeek refuse to be sent back)."""
+    if not completion.tool_calls:
+        return ChatMessage(role="assistant", content=completion.content)
+    calls = [call.to_dict() for call in completion.tool_calls]
+    return ChatMessage(role="assistant", content=completion.content or None, tool_calls=calls)
 
 
 async def _discard(_: str) -> None:

@@ -36,6 +36,7 @@ from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, er
 from nanobot.api.completion import Usage
 from nanobot.api.errors import AgentTimeout, APIError, InvalidRequest, RateLimited, UpstreamFailed
 from nanobot.api.metrics import UPSTREAM_FAILURES, UPSTREAM_TIME
+from nanobot.events import OnEvent, TextDelta, ToolCall
 
 logger = logging.getLogger("nanobot.agents.upstream")
 
@@ -58,11 +59,14 @@ REJECTED = frozenset({400, 422})
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One answer: its whole text, why it finished and, when the upstream told us, its counts."""
+    """One answer: its whole text, why it finished (the upstream's reason) and, when the upstream
+    told us, its counts; its client tool calls and its reasoning."""
 
     content: str
     usage: Usage | None = None
     finish_reason: str = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
 
 
 class UpstreamRejected(InvalidRequest):
@@ -121,11 +125,15 @@ class Upstream:
         *,
         request_id: str | None = None,
         options: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        on_event: OnEvent | None = None,
     ) -> Completion:
-        """Stream one answer to ``messages``, handing each text delta to ``on_delta`` as it comes.
+        """Stream one answer to ``messages``, handing each text delta to ``on_delta`` as it comes,
+        and its reasoning and tool-call fragments to ``on_event`` (dropped when ``None``).
 
-        ``options`` are the client's sampling fields (``temperature``, ``max_tokens``, ...),
-        sent as they came; they never override the model, the messages or streaming."""
+        ``options`` are the client's sampling fields (``temperature``, ``max_tokens``, ...) and
+        tool options (``tool_choice``, ``parallel_tool_calls``), sent as they came, as are the
+        client's ``tools``; they never override the model, the messages or streaming."""
         body = {
             **(options or {}),
             "model": self.model,
@@ -133,6 +141,8 @@ class Upstream:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if tools:
+            body["tools"] = tools if isinstance(tools, list) else list(tools)
         headers = {"X-Request-Id": request_id} if request_id else None
         started = time.perf_counter()
         session = self._client()
@@ -142,7 +152,7 @@ class Upstream:
                 async with session.post(self.endpoint, data=orjson.dumps(body), headers=headers) as response:
                     if response.status >= 300:
                         raise await self._refusal(response, silence)
-                    return await self._read(response, on_delta, silence)
+                    return await self._read(response, on_delta, on_event, silence)
             except asyncio.CancelledError:
                 if silence.expired():
                     raise TimeoutError("the upstream was silent too long") from None
@@ -179,7 +189,7 @@ class Upstream:
         return self._session
 
     async def _read(
-        self, response: aiohttp.ClientResponse, on_delta: OnDelta, silence: Silence
+        self, response: aiohttp.ClientResponse, on_delta: OnDelta, on_event: OnEvent | None, silence: Silence
     ) -> Completion:
         reader = ChunkReader(self.endpoint)
         if response.content_type == "application/json":
@@ -189,19 +199,29 @@ class Upstream:
             text = reader.read_completion(body)
             if text:
                 await on_delta(text)
+            elif reader.events:
+                await _relay_events(reader, on_delta, on_event)
         else:
-            await self._read_events(response, reader, on_delta, silence)
+            await self._read_events(response, reader, on_delta, on_event, silence)
             if not reader.complete:
                 raise UpstreamFailed(
                     f"The upstream at {self.endpoint} ended the stream before the answer was complete.",
                     code="upstream_broken",
                 )
-        return Completion(reader.content, reader.usage, reader.finish_reason or "stop")
+        return Completion(
+            reader.content, reader.usage, reader.finish_reason or "stop", reader.tool_calls, reader.reasoning
+        )
 
     async def _read_events(
-        self, response: aiohttp.ClientResponse, reader: ChunkReader, on_delta: OnDelta, silence: Silence
+        self,
+        response: aiohttp.ClientResponse,
+        reader: ChunkReader,
+        on_delta: OnDelta,
+        on_event: OnEvent | None,
+        silence: Silence,
     ) -> None:
-        """Relay the SSE body's events to ``reader`` until ``[DONE]`` or the end of the body."""
+        """Relay the SSE body's events to ``reader`` until ``[DONE]`` or the end of the body:
+        text to ``on_delta``, reasoning and tool-call fragments to ``on_event``, each as it comes."""
         content = response.content
         readany, clock = content.readany, silence.clock
         decoder = EventDecoder(self.endpoint)
@@ -216,6 +236,8 @@ class Upstream:
                 text = read(data)
                 if text:
                     await on_delta(text)
+                elif reader.events:
+                    await _relay_events(reader, on_delta, on_event)
                 if reader.done:
                     await _drain(content)
                     return
@@ -223,6 +245,8 @@ class Upstream:
         text = read(tail) if tail is not None else ""
         if text:
             await on_delta(text)
+        elif reader.events:
+            await _relay_events(reader, on_delta, on_event)
 
     def _fault(self, exc: aiohttp.ClientError | TimeoutError) -> APIError:
         """The error for a request that failed on the network: unreachable, silent or cut off."""
@@ -324,6 +348,19 @@ async def _json_prefix(response: aiohttp.ClientResponse, silence: Silence) -> An
         return orjson.loads(body) if body is not None else None
     except orjson.JSONDecodeError:
         return None
+
+
+async def _relay_events(reader: ChunkReader, on_delta: OnDelta, on_event: OnEvent | None) -> None:
+    """Send the events a chunk held beside its text, in order, and clear them."""
+    events = reader.events
+    try:
+        for ev in events:
+            if ev.__class__ is TextDelta:
+                await on_delta(ev.text)
+            elif on_event is not None:
+                await on_event(ev)
+    finally:
+        events.clear()
 
 
 async def _drain(content: aiohttp.StreamReader) -> None:
