@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import logging
 import math
 import ssl
@@ -53,6 +54,8 @@ POOL_SIZE = 64
 DRAIN_GRACE = 1.0
 #: How much of an error body to read.
 ERROR_BODY_LIMIT = 64 * 1024
+#: Request bodies past this size are handed to aiohttp as a buffer, not as bytes.
+LARGE_BODY = 1024 * 1024
 #: Statuses by which an upstream says the request itself is wrong: the client's 400.
 REJECTED = frozenset({400, 422})
 
@@ -149,7 +152,7 @@ class Upstream:
         silence = Silence(self._loop, self._silence_limit)
         try:
             try:
-                async with session.post(self.endpoint, data=orjson.dumps(body), headers=headers) as response:
+                async with session.post(self.endpoint, data=_payload(body), headers=headers) as response:
                     if response.status >= 300:
                         raise await self._refusal(response, silence)
                     return await self._read(response, on_delta, on_event, silence)
@@ -348,6 +351,13 @@ async def _json_prefix(response: aiohttp.ClientResponse, silence: Silence) -> An
         return orjson.loads(body) if body is not None else None
     except orjson.JSONDecodeError:
         return None
+
+
+def _payload(body: Mapping[str, Any]) -> bytes | io.BytesIO:
+    """The request body: bytes, or past :data:`LARGE_BODY` (a megabyte tool result) a buffer
+    aiohttp writes in pieces, yielding to the loop between them (it warns about large bytes)."""
+    data = orjson.dumps(body)
+    return data if len(data) <= LARGE_BODY else io.BytesIO(data)
 
 
 async def _relay_events(reader: ChunkReader, on_delta: OnDelta, on_event: OnEvent | None) -> None:

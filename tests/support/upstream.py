@@ -3,7 +3,9 @@
 Queue scripts with :meth:`FakeUpstream.will` (one per request, in order; an exhausted queue
 answers ``"ok"``); every request's body and headers are recorded and ``arrived`` is set.
 ``closed`` is set when a client hangs up on a script still running; ``release`` lets scripts
-that stall finish.
+that stall finish. :func:`reasoning`, :func:`call_start`, :func:`call_arguments` and
+:func:`calls_events` build the chunks of reasoning and client tool calls, as vLLM and OpenAI
+stream them; :func:`raw` plays any events, one gate per event.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class FakeUpstream:
 async def run_upstream() -> AsyncIterator[FakeUpstream]:
     """Serve a :class:`FakeUpstream` at a free loopback port; its ``url`` ends in ``/v1``."""
     upstream = FakeUpstream()
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # room for megabyte tool results
     app.router.add_post("/v1/chat/completions", upstream.handle)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
@@ -152,12 +154,15 @@ def answer(*tokens: str, usage: tuple[int, int] | None = (3, 2), gate: Gate | No
     return play
 
 
-def raw(*events: bytes, then: str = "end") -> Script:
-    """Send ``events`` as they are, then ``end`` the body, ``stall`` until released, or ``drop``."""
+def raw(*events: bytes, then: str = "end", gate: Gate | None = None) -> Script:
+    """Send ``events`` as they are, then ``end`` the body, ``stall`` until released, or ``drop``;
+    ``gate(k)`` is awaited before the ``k``-th event."""
 
     async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
         response = await _open_stream(request)
-        for data in events:
+        for k, data in enumerate(events):
+            if gate is not None:
+                await gate(k)
             await response.write(data)
         if then == "stall":
             await upstream.release.wait()
@@ -184,13 +189,20 @@ def refuse(status: int, body: Any = None, headers: dict[str, str] | None = None)
 
 
 def complete(
-    text: str, usage: tuple[int, int] = (4, 1), *, ensure_ascii: bool = True, finish: str = "stop"
+    text: str | None,
+    usage: tuple[int, int] = (4, 1),
+    *,
+    ensure_ascii: bool = True,
+    finish: str = "stop",
+    **message: Any,
 ) -> Script:
-    """Answer with a whole ``chat.completion`` JSON, as a server that ignores ``stream`` does."""
+    """Answer with a whole ``chat.completion`` JSON, as a server that ignores ``stream`` does;
+    ``message`` adds fields to its message (``tool_calls``, ``reasoning_content``, ...)."""
+    whole = {"role": "assistant", "content": text, **message}
     body = {
         "id": "chatcmpl-up",
         "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": whole, "finish_reason": finish}],
         "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
     }
 
@@ -208,3 +220,54 @@ def silent() -> Script:
         return web.Response(status=503)
 
     return play
+
+
+# -- reasoning and client tool calls -----------------------------------------------------------
+
+
+def reasoning(text: str, field: str = "reasoning_content", **options: Any) -> bytes:
+    """A reasoning delta: ``reasoning_content`` (vLLM, DeepSeek, llama-server) or ``reasoning``
+    (Ollama, OpenRouter)."""
+    return chunk({field: text}, **options)
+
+
+def call_start(index: int | None, call_id: str, name: str, arguments: str = "", **options: Any) -> bytes:
+    """A call's first fragment, as OpenAI sends it (``index=None``: a server that omits it)."""
+    call: dict[str, Any] = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+    if index is not None:
+        call = {"index": index, **call}
+    return chunk({"tool_calls": [call]}, **options)
+
+
+def call_arguments(index: int | None, fragment: str, **options: Any) -> bytes:
+    """A later fragment of a call's arguments."""
+    call: dict[str, Any] = {"function": {"arguments": fragment}}
+    if index is not None:
+        call = {"index": index, **call}
+    return chunk({"tool_calls": [call]}, **options)
+
+
+def calls_events(
+    *calls: tuple[str, str, list[str]],
+    thoughts: Iterable[str] = (),
+    field: str = "reasoning_content",
+    finish: str = "tool_calls",
+    usage: dict[str, Any] | None = None,
+    ensure_ascii: bool = True,
+) -> list[bytes]:
+    """What vLLM streams for reasoning ``thoughts`` then ``calls`` (id, name, argument fragments),
+    one after the other: role, reasoning, each call's first fragment and its argument fragments,
+    the finish (``tool_calls``), the usage, ``[DONE]``."""
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [reasoning(thought, field) for thought in thoughts]
+    for index, (call_id, name, fragments) in enumerate(calls):
+        events.append(call_start(index, call_id, name))
+        events += [call_arguments(index, f, ensure_ascii=ensure_ascii) for f in fragments]
+    events.append(chunk({}, finish))
+    counts = usage or {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+    events.append(chunk(None, usage=counts))
+    return [*events, DONE]
