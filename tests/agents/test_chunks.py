@@ -12,6 +12,15 @@ from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, er
 from nanobot.agents.upstream import chat_endpoint
 from nanobot.api.completion import Usage
 from nanobot.api.errors import UpstreamFailed
+from nanobot.events import (
+    ReasoningDelta,
+    ReasoningEnd,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 
 
 def decode(*chunks: bytes, limit: int = MAX_EVENT_BYTES) -> list[bytes]:
@@ -351,3 +360,73 @@ def test_error_detail_reads_the_common_shapes(payload: object, detail: str) -> N
 )
 def test_chat_endpoint_takes_a_base_or_the_full_url(url: str) -> None:
     assert chat_endpoint(url) == "http://h:1/v1/chat/completions"
+
+
+def test_text_chunks_with_a_role_or_null_fields_stay_plain_text() -> None:
+    """Ollama sends the role on every chunk; some servers add null reasoning or tool calls."""
+    reader = ChunkReader("up")
+    assert reader.feed(b'{"choices":[{"index":0,"delta":{"role":"assistant","content":"a"}}]}') == "a"
+    assert (
+        reader.feed(b'{"choices":[{"delta":{"content":"b","reasoning_content":null,"tool_calls":null}}]}')
+        == "b"
+    )
+    assert reader.feed(b'{"choices":[{"delta":{"content":"c","reasoning":"","tool_calls":[]}}]}') == "c"
+    assert (reader.events, reader.content) == ([], "abc")
+
+
+def test_reasoning_then_text_in_one_chunk_come_out_in_order() -> None:
+    reader = ChunkReader("up")
+    assert reader.feed(b'{"choices":[{"delta":{"reasoning":"think"}}]}') == ""
+    assert reader.events == [ReasoningDelta("think")]
+    reader.events.clear()
+    assert reader.feed(b'{"choices":[{"delta":{"reasoning_content":"more","content":"Hi"}}]}') == ""
+    assert reader.events == [ReasoningDelta("more"), ReasoningEnd(), TextDelta("Hi")]
+    reader.events.clear()
+    assert reader.feed(b'{"choices":[{"delta":{"content":" there"}}]}') == " there"  # the fast path again
+    assert (reader.content, reader.reasoning) == ("Hi there", "thinkmore")
+
+
+def test_text_before_a_call_in_one_chunk_and_at_the_finish() -> None:
+    reader = ChunkReader("up")
+    data = b'{"choices":[{"delta":{"content":"Let me look.","tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{}"}}]}}]}'
+    assert reader.feed(data) == ""
+    assert reader.events == [TextDelta("Let me look."), ToolCallStart(0, "c", "f"), ToolCallDelta(0, "{}")]
+    reader.events.clear()
+    assert reader.feed(b'{"choices":[{"delta":{"content":"!"},"finish_reason":"tool_calls"}]}') == ""
+    assert reader.events == [TextDelta("!"), ToolCallEnd(0)]
+    reader.events.clear()
+    assert reader.feed(b"[DONE]") == "" and reader.events == []  # the calls ended once
+    assert (reader.content, reader.tool_calls, reader.finish_reason) == (
+        "Let me look.!",
+        (ToolCall("c", "f", "{}"),),
+        "tool_calls",
+    )
+
+
+def test_calls_end_at_done_when_no_finish_reason_came() -> None:
+    reader = ChunkReader("up")
+    reader.feed(b'{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}')
+    reader.events.clear()
+    reader.feed(b"[DONE]")
+    assert reader.events == [ToolCallEnd(0)]
+
+
+def test_a_call_without_an_id_gets_one() -> None:
+    reader = ChunkReader("up")
+    reader.feed(
+        b'{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}}]}'
+    )
+    (start, _) = reader.events
+    assert isinstance(start, ToolCallStart) and start.call_id.startswith("call_") and len(start.call_id) > 8
+
+
+def test_usage_keeps_reasoning_tokens() -> None:
+    reader = ChunkReader("up")
+    reader.feed(
+        b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":5,"completion_tokens_details":{"reasoning_tokens":3}}}'
+    )
+    assert reader.usage == Usage(1, 5, None, 3)
+    reader.feed(
+        b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":5,"completion_tokens_details":{"reasoning_tokens":-1}}}'
+    )
+    assert reader.usage == Usage(1, 5)
