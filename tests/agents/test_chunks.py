@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import re
 
@@ -430,3 +431,47 @@ def test_usage_keeps_reasoning_tokens() -> None:
         b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":5,"completion_tokens_details":{"reasoning_tokens":-1}}}'
     )
     assert reader.usage == Usage(1, 5)
+
+
+def test_random_tool_call_and_reasoning_shapes_never_crash_the_reader() -> None:
+    """Whatever an upstream puts in a delta, the reader reads it or raises UpstreamFailed."""
+    rng = random.Random(18)
+    values: list[object] = [None, 0, -1, 1, True, "", "x", "call_1", [], {}, ["x"], {"a": 1}, 2.5]
+
+    def value() -> object:
+        return rng.choice(values)
+
+    def call() -> object:
+        item: dict[str, object] = {}
+        for key in ("index", "id", "type"):
+            if rng.random() < 0.7:
+                item[key] = rng.choice([value(), 0, 1, "c1"])
+        if rng.random() < 0.9:
+            function = {
+                k: rng.choice([value(), "f", '{"a"']) for k in ("name", "arguments") if rng.random() < 0.8
+            }
+            item["function"] = rng.choice([function, function, value()])
+        return rng.choice([item, item, item, value()])
+
+    for _ in range(3000):
+        reader = ChunkReader("up")
+        for _ in range(rng.randint(1, 6)):
+            delta: dict[str, object] = {}
+            for key in ("content", "reasoning", "reasoning_content"):
+                if rng.random() < 0.4:
+                    delta[key] = rng.choice([value(), "text"])
+            if rng.random() < 0.8:
+                delta["tool_calls"] = rng.choice([[call() for _ in range(rng.randint(0, 3))], value()])
+            finish = rng.choice([None, None, "stop", "tool_calls", 3])
+            data = json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            try:
+                reader.feed(data.encode())
+            except UpstreamFailed:
+                break
+            for event in reader.events:
+                assert isinstance(
+                    event,
+                    TextDelta | ReasoningDelta | ReasoningEnd | ToolCallStart | ToolCallDelta | ToolCallEnd,
+                )
+            reader.events.clear()
+        assert isinstance(reader.tool_calls, tuple) and isinstance(reader.reasoning, str)
