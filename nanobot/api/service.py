@@ -49,6 +49,7 @@ from nanobot.api.request import (
     ChatRequest,
     Limits,
     check_body_size,
+    check_content_encoding,
     is_form,
     named_session,
     parse_chat_request,
@@ -242,6 +243,7 @@ class ChatService:
             if self.turns.draining:
                 raise ShuttingDown("The server is shutting down; try again shortly.")
             form = is_form(headers.get("content-type", ""))
+            check_content_encoding(headers)
             raw = await self._read(body, content_length)
             if len(raw) > PARSE_INLINE_LIMIT:
                 request, attachments = await asyncio.to_thread(self._parse, raw, headers, form)

@@ -1,4 +1,5 @@
-"""Request head limits and the header deadline, through raw sockets, the same on both stacks."""
+"""Request head limits, the header deadline and ``Expect: 100-continue``, through raw sockets,
+the same on both stacks."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def server(stack: str) -> Start:
     """``async with server(agent) as connect``: a real server; ``await connect()`` a raw socket."""
 
     @asynccontextmanager
-    async def start(agent: Any = None, limits: HeadLimits = LIMITS) -> AsyncIterator[Connect]:
+    async def start(agent: Any = None, limits: HeadLimits = LIMITS, **options: Any) -> AsyncIterator[Connect]:
         writers: list[asyncio.StreamWriter] = []
-        async with run_server(stack, agent or ScriptedAgent(["hi"]), limits=limits) as url:
+        async with run_server(stack, agent or ScriptedAgent(["hi"]), limits=limits, **options) as url:
             port = int(url.rsplit(":", 1)[1])
 
             async def connect() -> Connection:
@@ -259,3 +260,52 @@ async def test_a_stream_longer_than_the_deadline_is_not_cut(server: Start) -> No
         status, _, answer = await read_response(reader)
         assert status == 200
         assert text_of(data_events(answer)) == "t0 t1 t2 t3 t4 "
+
+
+# Expect: 100-continue. The client sends its head and waits: a request refused from its head alone
+# is answered at once, and 100 Continue comes only when the server is about to read the body.
+
+CHAT = "/v1/chat/completions"
+BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def waiting_head(length: int, headers: dict[str, str] | None = None, expect: str = "100-continue") -> bytes:
+    """A chat request's head announcing a ``length``-byte body, which it does not send yet."""
+    return request(CHAT, {"Expect": expect, **(headers or {})}, b"x" * length)[:-length]
+
+
+async def test_a_too_large_upload_awaiting_100_continue_is_answered_413_first(server: Start) -> None:
+    async with server(max_body_bytes=1024) as connect:
+        reader, writer = await connect()
+        writer.write(waiting_head(64 * 2**20))
+        status, _, body = await read_response(reader)
+        assert status == 413, body
+        assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+async def test_an_unauthorized_upload_awaiting_100_continue_is_answered_401_first(server: Start) -> None:
+    async with server(api_key="sk-test") as connect:
+        reader, writer = await connect()
+        writer.write(waiting_head(len(BODY)))
+        status, _, body = await read_response(reader)
+        assert status == 401, body
+
+
+async def test_a_body_at_the_limit_gets_100_continue_then_its_answer(server: Start) -> None:
+    async with server(max_body_bytes=len(BODY)) as connect:
+        reader, writer = await connect()
+        writer.write(waiting_head(len(BODY)))
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSE_BOUND)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        writer.write(BODY)
+        status, _, answer = await read_response(reader)
+        assert status == 200, answer
+        assert json.loads(answer)["choices"][0]["message"]["content"] == "hi"
+
+
+async def test_an_unknown_expectation_is_ignored(server: Start) -> None:
+    async with server() as connect:
+        reader, writer = await connect()
+        writer.write(request(CHAT, {"Expect": "something-else"}, BODY))
+        status, _, answer = await read_response(reader)
+        assert status == 200, answer
