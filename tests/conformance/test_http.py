@@ -126,6 +126,24 @@ async def test_unknown_route_and_method_are_error_json(serve: Serve) -> None:
     assert_error(await client.delete("/v1/models"), 405)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/chat/completions", {"POST"}),
+        ("DELETE", "/v1/models", {"GET"}),
+        ("POST", "/health", {"GET"}),
+    ],
+)
+async def test_a_405_says_which_methods_the_route_allows(
+    serve: Serve, method: str, path: str, allowed: set[str]
+) -> None:
+    client = await serve(ScriptedAgent(["x"]))
+    response = await client.request(method, path)
+    assert_error(response, 405, type="invalid_request_error")
+    methods = {m.strip() for m in response.headers["allow"].split(",")}
+    assert allowed <= methods <= allowed | {"HEAD", "OPTIONS"}, methods
+
+
 async def test_stream_headers(serve: Serve) -> None:
     client = await serve(ScriptedAgent(["x" * 2000] * 20))
     headers = {"Accept-Encoding": "gzip, deflate", "Accept": "application/json", "X-Request-Id": "abc-123"}
