@@ -46,6 +46,7 @@ class Settings:
     upstream_url: str | None = None
     upstream_model: str | None = None
     upstream_api_key: str | None = None
+    upstream_follow_redirects: bool = False
     system_prompt: str | None = None
     history: str = "memory"
     history_max_messages: int = 100
@@ -167,6 +168,7 @@ OPENAI_ONLY = (
     "upstream_url",
     "upstream_model",
     "upstream_api_key",
+    "upstream_follow_redirects",
     "system_prompt",
     "history",
     "history_max_messages",
@@ -198,6 +200,8 @@ HELP = {
     "upstream_url": "openai agent: base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1",
     "upstream_model": "openai agent: model name to ask the upstream for",
     "upstream_api_key": "openai agent: API key for the upstream",
+    "upstream_follow_redirects": "openai agent: follow the upstream's redirects within its origin "
+    "(scheme, host, port); without it any redirect is a 502",
     "system_prompt": "openai agent: system prompt put first in every session",
     "history": "openai agent: session store, 'memory', 'sqlite:PATH' or 'redis://HOST:PORT/DB'",
     "history_max_messages": "openai agent: messages kept per session (oldest turns dropped first)",
@@ -236,6 +240,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "keep_media": _flag,
     "allow_unauthenticated": _flag,
     "metrics_public": _flag,
+    "upstream_follow_redirects": _flag,
     "max_streams": int,
     "workers": int,
     "max_pending": int,
@@ -289,7 +294,12 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
         default = getattr(base, field.name)
         shown = "" if field.name in SECRETS or default is None else f"; default: {default!r}"
         described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
-        if field.name in ("keep_media", "allow_unauthenticated", "metrics_public"):
+        if field.name in (
+            "keep_media",
+            "allow_unauthenticated",
+            "metrics_public",
+            "upstream_follow_redirects",
+        ):
             serve.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=described)
         elif field.name in REPEATABLE:
             serve.add_argument(flag, action="append", default=None, help=described)

@@ -51,7 +51,12 @@ class OpenAIAgent:
             raise ConfigError(f"--upstream-url must start with http:// or https://, not {url!r}")
         history = open_history(settings.history, ttl=settings.session_ttl or None)
         return cls(
-            Upstream(url, model, api_key=settings.upstream_api_key),
+            Upstream(
+                url,
+                model,
+                api_key=settings.upstream_api_key,
+                follow_redirects=settings.upstream_follow_redirects,
+            ),
             history=history,
             system_prompt=settings.system_prompt,
             max_messages=settings.history_max_messages,

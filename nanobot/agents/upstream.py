@@ -4,7 +4,9 @@ aiohttp's client was chosen by measurement: against a bare asyncio upstream it c
 fifth of httpx's CPU per request and a third per streamed chunk (its HTTP parser is in C).
 Every fault becomes the API error a client should see: unreachable, refused, failed or broken
 upstreams, and events over :data:`~nanobot.agents.chunks.MAX_EVENT_BYTES`, are 502
-(:class:`UpstreamFailed`); a request it rejects as invalid (400, 422) is our 400 with its
+(:class:`UpstreamFailed`); so is a redirect: none is followed (a 307 would re-send the prompt to
+another host, a 302 make us fetch any address), unless ``follow_redirects`` allows same-origin
+ones (:func:`redirect_target`); a request it rejects as invalid (400, 422) is our 400 with its
 message; its 429 is our 429 with its ``Retry-After``, which the message repeats for streaming
 clients (all they get is the error event); its silence past :data:`DEFAULT_TIMEOUT` is 504.
 Nothing is retried: a turn runs upstream at most once. Cancelling :meth:`Upstream.complete`
@@ -20,10 +22,11 @@ import functools
 import io
 import logging
 import math
+import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -32,6 +35,7 @@ from typing import Any
 import aiohttp
 import certifi
 import orjson
+from yarl import URL
 
 from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, error_detail, too_large
 from nanobot.api.completion import Usage
@@ -58,6 +62,10 @@ ERROR_BODY_LIMIT = 64 * 1024
 LARGE_BODY = 1024 * 1024
 #: Statuses by which an upstream says the request itself is wrong: the client's 400.
 REJECTED = frozenset({400, 422})
+#: Statuses that redirect (``Location``); followed only when same-origin ones are allowed.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Most same-origin redirects one request follows.
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +108,12 @@ class Upstream:
         *,
         api_key: str | None = None,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        follow_redirects: bool = False,
     ) -> None:
         self.endpoint = chat_endpoint(url)
         self.model = model
+        #: Follow the upstream's redirects within its origin (scheme, host, port); never beyond.
+        self.follow_redirects = follow_redirects
         self._headers = {
             "Accept": "text/event-stream",
             "Accept-Encoding": "identity",  # a compressing upstream or proxy would hold tokens back
@@ -152,7 +163,7 @@ class Upstream:
         silence = Silence(self._loop, self._silence_limit)
         try:
             try:
-                async with session.post(self.endpoint, data=_payload(body), headers=headers) as response:
+                async with self._post(session, _payload(body), headers) as response:
                     if response.status >= 300:
                         raise await self._refusal(response, silence)
                     return await self._read(response, on_delta, on_event, silence)
@@ -190,6 +201,42 @@ class Upstream:
                 skip_auto_headers=("Accept-Encoding",),
             )
         return self._session
+
+    @asynccontextmanager
+    async def _post(
+        self, session: aiohttp.ClientSession, data: bytes | io.BytesIO, headers: dict[str, str] | None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The upstream's answer to ``data``, after the same-origin redirects it may follow."""
+        url = URL(self.endpoint)
+        for _ in range(MAX_REDIRECTS + 1):
+            if isinstance(data, io.BytesIO):
+                data.seek(0)  # a redirect sends the same body again
+            async with session.post(url, data=data, headers=headers, allow_redirects=False) as response:
+                if response.status not in REDIRECTS:
+                    yield response
+                    return
+                url = self._redirect(response)
+        raise UpstreamFailed(
+            f"The upstream at {self.endpoint} redirected more than {MAX_REDIRECTS} times.",
+            code="upstream_redirect",
+        )
+
+    def _redirect(self, response: aiohttp.ClientResponse) -> URL:
+        """Where a redirect may take the request, or the 502 saying why it goes nowhere."""
+        location = response.headers.get("Location", "")
+        target = redirect_target(response.url, location)
+        shown = repr(location[:200]) if location else "nowhere (no Location)"
+        where = f"The upstream at {self.endpoint} answered {response.status}, a redirect to {shown}"
+        if target is None or not self.follow_redirects:
+            logger.warning("upstream %s answered %d: a redirect to %s", self.endpoint, response.status, shown)
+            advice = (
+                "only same-origin redirects are followed"
+                if target is None and self.follow_redirects
+                else "the relay follows no redirects: set --upstream-url to the final address"
+                " (or allow same-origin ones with --upstream-follow-redirects)"
+            )
+            raise UpstreamFailed(f"{where}; {advice}.", code="upstream_redirect")
+        return target
 
     async def _read(
         self, response: aiohttp.ClientResponse, on_delta: OnDelta, on_event: OnEvent | None, silence: Silence
@@ -253,12 +300,18 @@ class Upstream:
 
     def _fault(self, exc: aiohttp.ClientError | TimeoutError) -> APIError:
         """The error for a request that failed on the network: unreachable, silent or cut off."""
-        logger.warning("upstream %s failed: %r", self.endpoint, exc)
+        reason = unreachable(exc, self._timeout.sock_connect or self._timeout.connect)
+        if reason is not None:
+            logger.warning("cannot reach the upstream at %s (%s)", self.endpoint, reason)
+            message = f"Cannot reach the upstream at {self.endpoint} ({reason})."
+            return AgentTimeout(message) if isinstance(exc, TimeoutError) else UpstreamFailed(message)
         where = f"The upstream at {self.endpoint}"
         if isinstance(exc, TimeoutError):
+            logger.warning("the upstream at %s did not answer in time", self.endpoint)
             return AgentTimeout(f"{where} did not answer in time ({type(exc).__name__}).")
-        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.InvalidURL):
-            return UpstreamFailed(f"Cannot reach the upstream at {self.endpoint}: {exc}.")
+        logger.warning(
+            "the upstream at %s broke off the answer (%s: %s)", self.endpoint, type(exc).__name__, exc
+        )
         return UpstreamFailed(
             f"{where} broke off the answer ({type(exc).__name__}: {exc}).", code="upstream_broken"
         )
@@ -287,6 +340,35 @@ class Upstream:
         if status == 404:
             detail += "; check --upstream-url (it usually ends in /v1) and --upstream-model"
         return UpstreamFailed(f"{where} answered {status}: {detail}")
+
+
+def redirect_target(origin: URL, location: str) -> URL | None:
+    """``location`` resolved against ``origin``, if it stays on its scheme, host and port."""
+    if not location:
+        return None
+    try:
+        target = origin.join(URL(location))
+        return target if target.origin() == origin.origin() else None
+    except ValueError:  # not a URL, or one without an origin (``mailto:``)
+        return None
+
+
+def unreachable(exc: BaseException, connect_timeout: float | None) -> str | None:
+    """Why the upstream could not be reached, in a few words; ``None`` if it was reached."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"no connection within {connect_timeout:g} s" if connect_timeout else "timed out connecting"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"host name {exc.host!r} not found"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "its TLS certificate is not trusted"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno
+        return os.strerror(errno).lower() if errno else "connection failed"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "invalid URL"
+    return None
 
 
 def _error_fields(payload: object) -> tuple[str | None, str | None]:

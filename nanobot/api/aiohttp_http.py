@@ -5,7 +5,10 @@ enforces all three) and its ``keepalive_timeout`` closes a connection whose next
 has not fully arrived, counted from when it opens or its previous response ends: exactly the
 header deadline. What it does differently is the answer: a plain-text 400, logged as an ERROR
 with a traceback per request. :class:`LimitedRequestHandler` answers 431 with OpenAI's error
-JSON instead, as the uvicorn stack does, and logs it at DEBUG.
+JSON instead, as the uvicorn stack does, and logs it at DEBUG. Request bodies are not
+decompressed (``auto_decompress=False``): aiohttp would inflate a ``Content-Encoding: gzip`` body
+as it arrives, in the event loop and without bound (200 MB from 199 KB, half a second of loop),
+before the app could refuse it; the app refuses compressed bodies (415), as on the ASGI stack.
 
 ``LimitedAppRunner(app, limits=...)`` is ``web.AppRunner`` with all of this; with a plain
 ``web.AppRunner`` or ``web.run_app``, ``handler_options(limits)`` as keyword arguments gives the
@@ -34,6 +37,7 @@ def handler_options(limits: HeadLimits) -> dict[str, Any]:
         "max_line_size": limits.max_header_size,
         "max_field_size": limits.max_header_size,
         "max_headers": limits.max_headers,
+        "auto_decompress": False,
     }
 
 

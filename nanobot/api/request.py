@@ -98,6 +98,18 @@ async def read_body(chunks: AsyncIterable[bytes], *, limit: int, declared: int |
     return b"".join(parts)
 
 
+def check_content_encoding(headers: Mapping[str, str]) -> None:
+    """Refuse a compressed body (415) before reading any of it: decompressing is unbounded work
+    (199 KB of gzip inflate to 200 MB), and no OpenAI client compresses its requests."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Send the request body uncompressed: Content-Encoding {encoding[:64]!r} is not accepted.",
+            param="content-encoding",
+            code="unsupported_content_encoding",
+        )
+
+
 def check_body_size(body: bytes | None, *, limit: int, declared: int | None) -> bytes:
     """``body`` (already whole) if it and the declared size are within ``limit`` bytes."""
     if declared is not None and declared > limit:

@@ -4,8 +4,10 @@ Deliberate difference from the ASGI adapter: a client disconnect is detected by 
 handler cancellation, which ``create_app`` turns on for the app itself (``handler_args``), so
 ``web.run_app`` and ``AppRunner`` cancel the agent without extra flags. The ASGI adapter listens
 for ``http.disconnect`` instead. Also: the body is read through a wrapper that turns aiohttp's
-decoding errors (``Content-Encoding``) into a 400, and aiohttp's ERROR tracebacks for a
-client's malformed request are logged as one INFO line; the drain runs in ``on_shutdown``.
+body errors into a 400 and sends ``100 Continue`` only once the body is read, as uvicorn does
+(aiohttp's would precede a 413 or 401 the service gives from the head alone); aiohttp's ERROR
+tracebacks for a client's malformed request are logged as one INFO line; the drain runs in
+``on_shutdown``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Unpack
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -62,7 +64,7 @@ def create_app(
     app[SERVICE] = service
     logging.getLogger("aiohttp.server").addFilter(_CLIENT_FAULTS)  # once: filters are a set
     for path in service.dialects:
-        app.router.add_post(path, _turn)
+        app.router.add_post(path, _turn, expect_handler=_expect)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model_id:.+}", _model)
     app.router.add_get("/health", _health)
@@ -88,8 +90,26 @@ def _respond(reply: JSONReply) -> web.Response:
     )
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    """The body's chunks; one aiohttp cannot decode (``Content-Encoding``) is the client's fault."""
+async def _expect(request: web.Request) -> None:
+    """``Expect: 100-continue`` is answered when the body is read (:func:`_body`), not here;
+    other expectations are ignored, as uvicorn does (RFC 9110 allows either that or 417)."""
+
+
+def _awaits_continue(request: web.Request) -> bool:
+    """The client waits for ``100 Continue`` before it sends the body."""
+    return (
+        request.version == HttpVersion11
+        and request.headers.get("Expect", "").lower() == "100-continue"
+        and not request.content.is_eof()
+    )
+
+
+async def _body(request: web.Request, continue_first: bool) -> AsyncIterator[bytes]:
+    """The body's chunks, after ``100 Continue`` if the client waits for it; a body aiohttp
+    cannot read (bad chunked framing) is the client's fault."""
+    if continue_first:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own handler: the response has not begun
     try:
         async for chunk in request.content.iter_any():
             yield chunk
@@ -107,16 +127,20 @@ def _whole_body(request: web.Request) -> bytes | None:
 
 async def _turn(request: web.Request) -> web.StreamResponse:
     """``POST`` to a turn's route (chat completions, or another dialect's)."""
+    waits = _awaits_continue(request)
     reply = await request.app[SERVICE].turn(
         request.path,
         request.headers,
-        _whole_body(request) or _body(request),
+        _whole_body(request) or _body(request, waits),
         request.content_length,
         local_address=_local_address(request),
         client=request.remote,
     )
     if not isinstance(reply, StreamReply):
-        return _respond(reply)
+        answer = _respond(reply)
+        if waits and not request.content.is_eof():
+            answer.force_close()  # refused from the head: the client never sends the body
+        return answer
     # The stream, in this frame (one coroutine less per open stream).
     response = web.StreamResponse(status=200, headers=reply.headers)
     if not await reply.write_to(response.write, start=lambda: response.prepare(request)):

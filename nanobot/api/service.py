@@ -51,6 +51,7 @@ from nanobot.api.request import (
     ChatRequest,
     Limits,
     check_body_size,
+    check_content_encoding,
     is_form,
     named_session,
     read_body,
@@ -263,6 +264,7 @@ class ChatService:
             if self.turns.draining:
                 raise ShuttingDown("The server is shutting down; try again shortly.")
             form = is_form(headers.get("content-type", ""))
+            check_content_encoding(headers)
             raw = await self._read(body, content_length)
             if len(raw) > PARSE_INLINE_LIMIT:
                 request, attachments = await asyncio.to_thread(self._parse, dialect, raw, headers, form)

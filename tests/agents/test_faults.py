@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nanobot.agents.chunks import MAX_EVENT_BYTES
-from tests.agents.conftest import Relay, make_agent
+from nanobot.agents.openai import OpenAIAgent
+from nanobot.agents.upstream import Upstream
+from tests.agents.conftest import UPSTREAM_MODEL, Relay, make_agent
 from tests.conformance.conftest import Serve
 from tests.support.servers import listening_socket
 from tests.support.sse import data_events, text_of
-from tests.support.upstream import FakeUpstream, Script, answer, chunk, complete, event, raw, refuse, silent
+from tests.support.upstream import (
+    FakeUpstream,
+    Script,
+    answer,
+    chunk,
+    complete,
+    event,
+    raw,
+    redirect,
+    refuse,
+    run_recorder,
+    silent,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -95,14 +114,154 @@ async def test_an_upstream_429_says_when_to_retry_streaming_or_not(
     assert error["message"] == f"The upstream at {upstream.url}/chat/completions {says}"
 
 
-async def test_an_unreachable_upstream_is_502_naming_it(serve: Serve) -> None:
+def closed_port_url() -> str:
     with listening_socket() as sock:  # bound, then closed: nothing listens on that port
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+@contextmanager
+def full_backlog() -> Iterator[str]:
+    """A port whose accept queue is full: the kernel drops further SYNs, so connecting hangs."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        fillers = [socket.socket() for _ in range(3)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(server.getsockname())
+            yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_an_unreachable_upstream_is_502_saying_why_in_a_few_words(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = closed_port_url()
+    client = await serve(make_agent(url))
+    says = f"Cannot reach the upstream at {url}/chat/completions (connection refused)."
+    with caplog.at_level(logging.WARNING, logger="nanobot.agents.upstream"):
+        error = error_of(await client.post(CHAT, json=HI), 502)
+    assert (error["code"], error["message"]) == ("upstream_error", says)
+    error = stream_error(await client.post(CHAT, json={**HI, "stream": True}))
+    assert (error["code"], error["message"]) == ("upstream_error", says)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nanobot.agents.upstream"]
+    assert warnings == [f"cannot reach the upstream at {url}/chat/completions (connection refused)"] * 2
+
+
+async def test_an_upstream_host_that_does_not_resolve_is_502_saying_so(serve: Serve) -> None:
+    url = "http://nowhere.invalid/v1"  # .invalid never resolves (RFC 2606)
     client = await serve(make_agent(url))
     error = error_of(await client.post(CHAT, json=HI), 502)
-    assert error["code"] == "upstream_error"
-    assert error["message"].startswith(f"Cannot reach the upstream at {url}/chat/completions")
-    assert stream_error(await client.post(CHAT, json={**HI, "stream": True}))["code"] == "upstream_error"
+    says = f"Cannot reach the upstream at {url}/chat/completions (host name 'nowhere.invalid' not found)."
+    assert (error["code"], error["message"]) == ("upstream_error", says)
+
+
+async def test_an_upstream_that_never_accepts_the_connection_is_504_saying_so(serve: Serve) -> None:
+    with full_backlog() as url:
+        client = await serve(make_agent(url, timeout=aiohttp.ClientTimeout(connect=0.2, sock_read=60)))
+        error = error_of(await client.post(CHAT, json=HI), 504)
+    says = f"Cannot reach the upstream at {url}/chat/completions (no connection within 0.2 s)."
+    assert (error["code"], error["message"]) == ("timeout", says)
+
+
+# -- redirects: never followed beyond the upstream's origin, and only when allowed -----------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_an_upstream_redirect_is_502_and_nothing_is_followed(
+    relay: Relay, upstream: FakeUpstream, status: int
+) -> None:
+    """A 307 would re-send the prompt elsewhere, a 302 fetch any address: neither happens."""
+    async with run_recorder() as elsewhere:
+        upstream.will(redirect(status, f"{elsewhere.url}/steal"), redirect(status, "/v1/chat/completions"))
+        client = await relay()
+        error = error_of(await client.post(CHAT, json=HI), 502)
+        assert error["code"] == "upstream_redirect"
+        assert f"answered {status}, a redirect to '{elsewhere.url}/steal'" in error["message"]
+        assert "follows no redirects" in error["message"]
+        assert "--upstream-follow-redirects" in error["message"]
+        error = stream_error(await client.post(CHAT, json={**HI, "stream": True}))
+        assert error["code"] == "upstream_redirect"  # same-origin, still not followed by default
+        assert elsewhere.seen == []
+    assert [seen.path for seen in upstream.requests] == ["/v1/chat/completions"] * 2
+
+
+def following(url: str) -> OpenAIAgent:
+    return OpenAIAgent(Upstream(url, UPSTREAM_MODEL, follow_redirects=True))
+
+
+async def test_an_operator_may_allow_same_origin_redirects(serve: Serve, upstream: FakeUpstream) -> None:
+    upstream.will(redirect(307, "/v2/chat/completions"), answer("moved", "here"))
+    client = await serve(following(upstream.url))
+    body = (await client.post(CHAT, json=HI)).json()
+    assert body["choices"][0]["message"]["content"] == "movedhere"
+    assert [seen.path for seen in upstream.requests] == ["/v1/chat/completions", "/v2/chat/completions"]
+    assert upstream.requests[0].body == upstream.requests[1].body
+
+
+@pytest.mark.parametrize("target", ["{elsewhere}/steal", "http://169.254.169.254/latest/meta-data/", ""])
+async def test_allowed_redirects_never_leave_the_origin(
+    serve: Serve, upstream: FakeUpstream, target: str
+) -> None:
+    async with run_recorder() as elsewhere:
+        location = target.format(elsewhere=elsewhere.url)
+        upstream.will(redirect(302, location), redirect(307, location))
+        client = await serve(following(upstream.url))
+        error = error_of(await client.post(CHAT, json=HI), 502)
+        assert error["code"] == "upstream_redirect"
+        assert "only same-origin redirects are followed" in error["message"]
+        assert (
+            stream_error(await client.post(CHAT, json={**HI, "stream": True}))["code"] == "upstream_redirect"
+        )
+        assert elsewhere.seen == []
+    assert len(upstream.requests) == 2
+
+
+async def test_a_redirect_loop_ends_in_a_502(serve: Serve, upstream: FakeUpstream) -> None:
+    upstream.will(*[redirect(307, "/v1/chat/completions")] * 6)
+    client = await serve(following(upstream.url))
+    error = error_of(await client.post(CHAT, json=HI), 502)
+    assert error["code"] == "upstream_redirect" and "redirected more than 5 times" in error["message"]
+    assert len(upstream.requests) == 6
+
+
+# -- network faults are counted in nanobot_upstream_failures_total ------------------------------
+
+
+async def failures(client: httpx.AsyncClient, kind: str) -> float:
+    """``nanobot_upstream_failures_total{kind}``, read through ``/metrics``."""
+    text = (await client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "nanobot_upstream_failures_total" and sample.labels == {"kind": kind}:
+                return float(sample.value)
+    return 0.0
+
+
+FAULTS = [
+    pytest.param(None, "upstream_error", 502, id="unreachable"),
+    pytest.param(raw(TOKEN, then="drop"), "upstream_broken", 502, id="cut-off"),
+    pytest.param(silent(), "timeout", 504, id="silent"),
+    pytest.param(redirect(302, "http://169.254.169.254/"), "upstream_redirect", 502, id="redirect"),
+]
+
+
+@pytest.mark.parametrize(("script", "kind", "status"), FAULTS)
+async def test_network_faults_are_counted_as_upstream_failures(
+    serve: Serve, upstream: FakeUpstream, script: Script | None, kind: str, status: int
+) -> None:
+    url = closed_port_url() if script is None else upstream.url
+    if script is not None:
+        upstream.will(script, script)
+    client = await serve(make_agent(url, timeout=aiohttp.ClientTimeout(connect=5.0, sock_read=0.1)))
+    before = await failures(client, kind)
+    assert error_of(await client.post(CHAT, json=HI), status)["code"] == kind
+    text = "partial" if kind == "upstream_broken" else ""
+    assert stream_error(await client.post(CHAT, json={**HI, "stream": True}), text)["code"] == kind
+    assert await failures(client, kind) == before + 2
 
 
 MID_STREAM = [

@@ -1,4 +1,5 @@
-"""Request head limits and the header deadline, through raw sockets, the same on both stacks."""
+"""Request head limits, the header deadline and ``Expect: 100-continue``, through raw sockets,
+the same on both stacks."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 
 from nanobot.api.limits import HeadLimits
-from tests.support.agents import ScriptedAgent
+from tests.conformance.conftest import Serve
+from tests.support.agents import GateAgent, ScriptedAgent
 from tests.support.servers import run_server
 from tests.support.sse import data_events, text_of
 
@@ -32,9 +34,9 @@ def server(stack: str) -> Start:
     """``async with server(agent) as connect``: a real server; ``await connect()`` a raw socket."""
 
     @asynccontextmanager
-    async def start(agent: Any = None, limits: HeadLimits = LIMITS) -> AsyncIterator[Connect]:
+    async def start(agent: Any = None, limits: HeadLimits = LIMITS, **options: Any) -> AsyncIterator[Connect]:
         writers: list[asyncio.StreamWriter] = []
-        async with run_server(stack, agent or ScriptedAgent(["hi"]), limits=limits) as url:
+        async with run_server(stack, agent or ScriptedAgent(["hi"]), limits=limits, **options) as url:
             port = int(url.rsplit(":", 1)[1])
 
             async def connect() -> Connection:
@@ -259,3 +261,104 @@ async def test_a_stream_longer_than_the_deadline_is_not_cut(server: Start) -> No
         status, _, answer = await read_response(reader)
         assert status == 200
         assert text_of(data_events(answer)) == "t0 t1 t2 t3 t4 "
+
+
+# Expect: 100-continue. The client sends its head and waits: a request refused from its head alone
+# is answered at once, and 100 Continue comes only when the server is about to read the body.
+
+CHAT = "/v1/chat/completions"
+BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def waiting_head(length: int, headers: dict[str, str] | None = None, expect: str = "100-continue") -> bytes:
+    """A chat request's head announcing a ``length``-byte body, which it does not send yet."""
+    return request(CHAT, {"Expect": expect, **(headers or {})}, b"x" * length)[:-length]
+
+
+async def test_a_too_large_upload_awaiting_100_continue_is_answered_413_first(server: Start) -> None:
+    async with server(max_body_bytes=1024) as connect:
+        reader, writer = await connect()
+        writer.write(waiting_head(64 * 2**20))
+        status, _, body = await read_response(reader)
+        assert status == 413, body
+        assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+async def test_an_unauthorized_upload_awaiting_100_continue_is_answered_401_first(server: Start) -> None:
+    async with server(api_key="sk-test") as connect:
+        reader, writer = await connect()
+        writer.write(waiting_head(len(BODY)))
+        status, _, body = await read_response(reader)
+        assert status == 401, body
+
+
+async def test_a_body_at_the_limit_gets_100_continue_then_its_answer(server: Start) -> None:
+    async with server(max_body_bytes=len(BODY)) as connect:
+        reader, writer = await connect()
+        writer.write(waiting_head(len(BODY)))
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSE_BOUND)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        writer.write(BODY)
+        status, _, answer = await read_response(reader)
+        assert status == 200, answer
+        assert json.loads(answer)["choices"][0]["message"]["content"] == "hi"
+
+
+async def test_an_unknown_expectation_is_ignored(server: Start) -> None:
+    async with server() as connect:
+        reader, writer = await connect()
+        writer.write(request(CHAT, {"Expect": "something-else"}, BODY))
+        status, _, answer = await read_response(reader)
+        assert status == 200, answer
+
+
+# Limits on what a request may ask for, at their edge: the limit passes, one more is refused.
+
+
+def padded(size: int) -> bytes:
+    """A valid chat request of exactly ``size`` bytes (JSON allows trailing spaces)."""
+    return BODY + b" " * (size - len(BODY))
+
+
+async def test_a_body_of_exactly_max_body_bytes_passes_one_byte_more_is_413(serve: Serve) -> None:
+    client = await serve(ScriptedAgent(["x"]), max_body_bytes=1000)
+
+    async def chunked(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 300):
+            yield body[start : start + 300]
+
+    for size, status in ((1000, 200), (1001, 413)):
+        sized = await client.post(CHAT, content=padded(size), headers={"Content-Type": "application/json"})
+        assert sized.status_code == status, sized.text
+        unsized = await client.post(
+            CHAT, content=chunked(padded(size)), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in unsized.request.headers
+        assert unsized.status_code == status, unsized.text
+    assert sized.json()["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("max_pending", [1, 3])
+async def test_max_pending_admits_exactly_that_many_waiting_turns(serve: Serve, max_pending: int) -> None:
+    """One turn holds session ``s``; ``max_pending`` more wait for it; the next one is 503."""
+    agent = GateAgent(after=["done"])
+    client = await serve(agent, max_pending=max_pending)
+    turn = {"messages": [{"role": "user", "content": "hi"}], "session_id": "s", "stream": True}
+    async with AsyncExitStack() as streams:
+        holder = await streams.enter_async_context(client.stream("POST", CHAT, json=turn))
+        await agent.entered.wait()
+        waiting = [
+            await streams.enter_async_context(client.stream("POST", CHAT, json=turn))
+            for _ in range(max_pending)
+        ]
+        assert [r.status_code for r in (holder, *waiting)] == [200] * (max_pending + 1)
+        refused = await client.post(CHAT, json=turn)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert refused.headers["retry-after"] == "1"
+        other = await client.post(CHAT, json={**turn, "session_id": "t", "stream": False})
+        assert other.status_code == 503  # the count is per process, not per session
+        agent.release.set()
+        for response in (holder, *waiting):
+            assert text_of(data_events(await response.aread())) == "done"
+    assert (await client.post(CHAT, json=turn)).status_code == 200  # the queue is empty again

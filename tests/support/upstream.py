@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible upstream: an aiohttp server on loopback playing scripted answers.
 
 Queue scripts with :meth:`FakeUpstream.will` (one per request, in order; an exhausted queue
-answers ``"ok"``); every request's body and headers are recorded and ``arrived`` is set.
+answers ``"ok"``); every request's path, body and headers are recorded and ``arrived`` is set
+(it answers a POST to any path, so a redirect may point at another one).
 ``closed`` is set when a client hangs up on a script still running; ``release`` lets scripts
 that stall finish. :func:`reasoning`, :func:`call_start`, :func:`call_arguments` and
 :func:`calls_events` build the chunks of reasoning and client tool calls, as vLLM and OpenAI
@@ -33,6 +34,7 @@ class Seen:
 
     body: dict[str, Any]
     headers: dict[str, str]  # names in lower case
+    path: str = "/v1/chat/completions"
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -57,7 +59,8 @@ class FakeUpstream:
         return self.requests[-1]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(Seen(await request.json(), {k.lower(): v for k, v in request.headers.items()}))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(Seen(await request.json(), headers, request.path))
         self.arrived.set()
         script = self.scripts.popleft() if self.scripts else answer("ok")
         try:
@@ -72,7 +75,7 @@ async def run_upstream() -> AsyncIterator[FakeUpstream]:
     """Serve a :class:`FakeUpstream` at a free loopback port; its ``url`` ends in ``/v1``."""
     upstream = FakeUpstream()
     app = web.Application(client_max_size=64 * 1024 * 1024)  # room for megabyte tool results
-    app.router.add_post("/v1/chat/completions", upstream.handle)
+    app.router.add_post("/{path:.*}", upstream.handle)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     sock = listening_socket()
@@ -82,6 +85,36 @@ async def run_upstream() -> AsyncIterator[FakeUpstream]:
         yield upstream
     finally:
         upstream.release.set()
+        await runner.cleanup()
+
+
+@dataclass
+class Recorder:
+    """Any HTTP listener a redirect might point at: it records each request (``METHOD path``)."""
+
+    url: str = ""
+    seen: list[str] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def run_recorder() -> AsyncIterator[Recorder]:
+    """Serve a :class:`Recorder` at a free loopback port (another origin than the upstream's)."""
+    recorder = Recorder()
+
+    async def record(request: web.Request) -> web.Response:
+        recorder.seen.append(f"{request.method} {request.path}")
+        return web.json_response({"secret": "internal"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = listening_socket()
+    await web.SockSite(runner, sock).start()
+    recorder.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        yield recorder
+    finally:
         await runner.cleanup()
 
 
@@ -208,6 +241,16 @@ def complete(
 
     async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
         return web.json_response(body, dumps=functools.partial(json.dumps, ensure_ascii=ensure_ascii))
+
+    return play
+
+
+def redirect(status: int, location: str) -> Script:
+    """Answer ``status`` with ``Location: location`` (``""``: no Location at all)."""
+
+    async def play(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
+        headers = {"Location": location} if location else {}
+        return web.Response(status=status, headers=headers, text="moved")
 
     return play
 
