@@ -26,12 +26,27 @@ Keys (``P`` is the prefix, ``W`` a worker, one :class:`RedisSessions`; a ticket 
 - ``P:x:TICKET``: a tombstone, written when a waiter gave up while a call for its ticket was in
   flight, so that call (an enter or a re-check reaching Redis after the clean-up, as from a
   connection that was cut while Redis hung) cannot put the ticket back.
-- ``P:epoch`` and ``P:fence``: ``P:epoch`` is never expired; finding it missing means Redis lost
-  its data (a restart without persistence, a flush) or is new. Then ``P:fence`` stands for
-  ``lease / 2`` s, during which no turn starts: each holder that was running puts its ticket
-  back at the head of its queue on its next renewal (at most ``lease / 3`` away), so a turn
-  that was running is never joined by a second one. The first turns on a fresh Redis wait for
-  the fence too, once.
+- ``P:epoch`` and ``P:fence``: ``P:epoch`` is never expired; a worker writes it when it first
+  meets Redis (see below), so a worker that finds it missing later knows Redis lost its data (a
+  restart without persistence, a flush). Then ``P:fence`` stands for ``lease / 2`` s, during
+  which no turn starts: each holder that was running puts its ticket back at the head of its
+  queue on its next renewal (at most ``lease / 3`` away), so a turn that was running is never
+  joined by a second one.
+
+A worker's first contact (its first turn) tells a fresh Redis from one that lost its data
+under running turns, as far as Redis allows. The worker asks Redis its uptime and whether the
+fleet's marker script (``_OPEN`` with the prefix in a comment) is in its script cache, then runs
+that script, which writes ``P:epoch`` if it is missing, with a fence when needed:
+
+- the epoch is there: nothing was lost since the fleet began; no fence.
+- no epoch but the marker is cached: the keys were flushed (``FLUSHALL`` keeps scripts) while
+  the fleet may be running turns: a fence of ``lease / 2`` s.
+- no epoch, no marker: a fresh Redis, or one restarted empty. The two are the same bytes (an
+  empty keyspace, an empty script cache, a new run id), so they cannot be told apart; but a
+  restart also cut every holder's connections, and each holder renews within ``lease / 3`` s
+  of Redis being back. So the fence only lasts until Redis is ``lease / 2`` s old: none at all
+  for a Redis started earlier (a fleet deployed on a running Redis), ``lease / 2`` less its
+  uptime for a younger one.
 
 Every step is one Lua script (atomic): enter (refuse past the limit, or queue), re-check, renew,
 release (pop our ticket if it is the head, remove dead heads, wake the next live one). An
@@ -40,10 +55,15 @@ script, the release script.
 
 Failures:
 
-- Redis down or unreachable: :meth:`~RedisSessions.check` and entering a hold raise
-  :class:`ServiceUnavailable` (503 ``service_unavailable``, ``Retry-After: 1``) within
-  ``timeout`` (0.4 s by default), never a hang and never a 500; connections are made afresh
-  once Redis is back, so service resumes by itself.
+- Redis down, unreachable, hung or failing at the socket level (a timeout, an ``OSError``):
+  :meth:`~RedisSessions.check` and entering a hold raise :class:`ServiceUnavailable` (503
+  ``service_unavailable``, ``Retry-After: 1``) within ``timeout`` (0.4 s by default), never a
+  hang and never a 500; connections are made afresh once Redis is back, so service resumes by
+  itself.
+- A pooled connection that died while idle (a Redis restart, ``CLIENT KILL``, a proxy or a
+  failover dropping idle connections) is replaced on use: a call that meets a closed connection
+  is sent once more on a fresh one (only then: a timeout is not retried). Every script is safe to
+  run twice (a retried enter finds its ticket queued and does not queue it again).
 - A waiter whose re-check fails keeps its place and retries. A holder keeps running while its
   renewals are retried (every ``min(0.2, lease / 20)`` s): Redis being away does not by itself
   free its session, as no other worker can take it then either. But once the worker's lease
@@ -116,7 +136,8 @@ class SessionLost(ServiceUnavailable):
 
 
 def redis_client(url: str, *, timeout: float, read_timeout: float | None = None) -> Redis:
-    """An asyncio Redis client for ``url`` that fails fast: no retries, short timeouts.
+    """An asyncio Redis client for ``url`` that fails fast: short timeouts, and one retry on a
+    fresh connection for a call that met a closed one (a pooled connection that died while idle).
 
     Raises :class:`ValueError` for a URL that is not a Redis URL, or when ``redis`` is missing.
     """
@@ -126,6 +147,7 @@ def redis_client(url: str, *, timeout: float, read_timeout: float | None = None)
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
     except ImportError as exc:  # pragma: no cover - the dev install has it
         raise ValueError("Redis support needs the redis package: pip install 'nanobot-api[redis]'") from exc
     # Socket timeouts below the call budget, so a dead server surfaces as a Redis error.
@@ -134,7 +156,7 @@ def redis_client(url: str, *, timeout: float, read_timeout: float | None = None)
         url,
         socket_connect_timeout=socket_timeout,
         socket_timeout=read_timeout if read_timeout is not None else socket_timeout,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
     )
 
 
@@ -193,7 +215,8 @@ end
 local WAIT = 3600000
 """
 
-#: KEYS: queue. ARGV: prefix, ticket, lease ms, max waiting, fence ms, ttl ms.
+#: KEYS: queue. ARGV: prefix, ticket, lease ms, max waiting, fence ms, ttl ms. A ticket already
+#: queued (a retried call) is not queued again.
 _ENTER = (
     _PRELUDE
     + """
@@ -203,6 +226,12 @@ redis.call('sadd', lease(t), t)
 redis.call('pexpire', lease(t), ARGV[3])
 local fence = fenced(ARGV[5])
 settle(q, t, false, fence, ttl)
+local pos = redis.call('lpos', q, t)
+if pos then
+  if pos > 0 then return WAIT end
+  if fence then return redis.call('pttl', P .. ':fence') + 1 end
+  return 0
+end
 local queued = redis.call('llen', q)
 if queued > tonumber(ARGV[4]) then return -1 end
 redis.call('rpush', q, t)
@@ -290,6 +319,29 @@ return redis.call('lrem', q, 1, t)
 )
 
 
+#: ARGV: prefix, fence ms (0: none). A worker's first contact: writes the epoch if it is missing,
+#: with a fence of that length. Its presence in the script cache marks a Redis the fleet used.
+_OPEN = """
+local P = ARGV[1]
+if redis.call('exists', P .. ':epoch') == 1 then return 0 end
+redis.call('set', P .. ':epoch', '1')
+local window = tonumber(ARGV[2])
+if window > 0 then redis.call('set', P .. ':fence', '1', 'px', window) end
+return window
+"""
+
+
+def open_script(prefix: str) -> str:
+    """The fleet's marker script: :data:`_OPEN` with the prefix in a comment (one per fleet)."""
+    return f"{_OPEN}-- fleet {prefix.encode().hex()}\n"
+
+
+def first_fence(lease: float, uptime: float, marked: bool) -> float:
+    """Seconds to fence when a worker's first contact finds no epoch (see the module docstring):
+    ``lease / 2`` after a flush (``marked``), else until Redis is ``lease / 2`` s old."""
+    return lease / 2 if marked else max(0.0, lease / 2 - uptime)
+
+
 def _forked(sessions: weakref.ref[RedisSessions]) -> None:
     found = sessions()
     if found is not None:
@@ -342,6 +394,9 @@ class RedisSessions:
         self._check_script: AsyncScript = self._redis.register_script(_CHECK)
         self._renew_script: AsyncScript = self._redis.register_script(_RENEW)
         self._release_script: AsyncScript = self._redis.register_script(_RELEASE)
+        self._open_script: AsyncScript = self._redis.register_script(open_script(prefix))
+        #: This worker wrote or saw the epoch: from now on, finding it missing means a data loss.
+        self._opened = False
         self._new_identity()
         # A process forked after this (gunicorn --preload) is another worker: its own lease.
         this = weakref.ref(self)
@@ -449,7 +504,29 @@ class RedisSessions:
         self._valid_until = max(self._valid_until, sent + self.lease)
         self._lapsed = False
 
+    async def _open(self) -> None:
+        """This worker's first contact: write the epoch, with a fence only when Redis may have
+        lost running turns (see the module docstring)."""
+        cancels = cancel_requests()
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.info("server")
+                pipe.script_exists(self._open_script.sha)
+                info, cached = await pipe.execute(raise_on_error=False)
+        except self._failures as exc:
+            raise self._unavailable(exc) from exc
+        raise_swallowed_cancel(cancels)
+        # Without the right to ask (an ACL), assume the worst: a flush under running turns.
+        uptime = float(info.get("uptime_in_seconds", 0)) if isinstance(info, dict) else 0.0
+        marked = bool(cached[0]) if isinstance(cached, list) and cached else True
+        fence = first_fence(self.lease, uptime, marked)
+        await self._run(self._open_script, [], [self.prefix, round(fence * 1000)])
+        self._opened = True
+
     async def _enter(self, hold: RedisHold) -> int:
+        if not self._opened:
+            await self._open()
         loop = asyncio.get_running_loop()
         sent = loop.time()
         args: list[str | int] = [
