@@ -241,3 +241,26 @@ async def test_workers_share_one_port_and_refuse_to_start_without_redis(
         assert len(upstream.last.messages) == 7  # one conversation across whichever workers served it
         metrics = (await client.get(f"{url}/metrics")).text
         assert 'nanobot_turns_total{outcome="completed"} 4.0' in metrics  # summed over the workers
+
+
+async def test_a_second_server_on_one_sqlite_history_is_refused(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    args = ["-m", "nanobot", "serve", "--port", "0", "--agent", "openai", "--upstream-url", upstream.url]
+    args += ["--upstream-model", "m", "--history", f"sqlite:{tmp_path / 'h.db'}"]
+    first = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        assert first.stdout is not None
+        line = (await asyncio.wait_for(first.stdout.readline(), 30)).decode()
+        assert " at http://" in line, line
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(second.communicate(), 30)
+        assert second.returncode == 2 and not out
+        assert err.decode().startswith("nanobot: --history sqlite:") and "--redis-url" in err.decode()
+        assert "Traceback" not in err.decode()
+    finally:
+        await stop(first)

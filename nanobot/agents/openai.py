@@ -49,7 +49,10 @@ class OpenAIAgent:
             )
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"--upstream-url must start with http:// or https://, not {url!r}")
-        history = open_history(settings.history, ttl=settings.session_ttl or None)
+        # Processes ordering turns through one Redis may share a SQLite file; others may not.
+        history = open_history(
+            settings.history, ttl=settings.session_ttl or None, shared=bool(settings.redis_url)
+        )
         return cls(
             Upstream(
                 url,

@@ -26,7 +26,7 @@ from nanobot.agents.history import (
 from nanobot.api.redis_sessions import ServiceUnavailable
 from nanobot.config import ConfigError
 from tests.agents.conftest import Relay
-from tests.support.redis import RedisServer, redis_server
+from tests.support.redis import RedisServer, broken_redis, redis_server
 from tests.support.upstream import FakeUpstream, answer, refuse
 
 __all__ = ["redis_server"]
@@ -226,6 +226,41 @@ async def test_an_answer_redis_cannot_store_is_a_503_not_to_be_replayed(
     client = await relay(history=RedisHistory(redis_server.url, prefix=prefix))
     response = await say(client, "u1")
     assert response.status_code == 503, response.text
-    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.json()["error"]["code"] == "answer_not_saved"
     assert response.headers["x-should-retry"] == "false"
     assert response.headers["retry-after"] == "1"
+
+
+async def test_connections_that_died_while_idle_are_replaced_before_use(
+    redis_server: RedisServer, peek: redis.asyncio.Redis, prefix: str
+) -> None:
+    history = RedisHistory(redis_server.url, prefix=prefix)
+
+    async def burst() -> list[BaseException | None]:
+        async def one(session: str) -> None:
+            await history.load(session)
+            await history.save(session, turns("a"))
+
+        async with asyncio.timeout(10):
+            return await asyncio.gather(*(one(f"api:{i}") for i in range(20)), return_exceptions=True)
+
+    try:
+        assert await burst() == [None] * 20  # connections pooled
+        await peek.client_kill_filter(_type="normal")
+        assert await burst() == [None] * 20
+        redis_server.restart()
+        assert await burst() == [None] * 20
+    finally:
+        await history.aclose()
+
+
+@pytest.mark.parametrize("kind", ["silent", "closing"])
+async def test_a_redis_that_hangs_or_fails_at_the_socket_level_is_a_503(relay: Relay, kind: str) -> None:
+    async with broken_redis(kind) as url:
+        client = await relay(history=RedisHistory(url))
+        started = time.monotonic()
+        response = await say(client, "u1")
+        assert time.monotonic() - started < 0.5
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "service_unavailable"
+        assert response.headers["retry-after"] == "1"

@@ -1,5 +1,6 @@
 """Per-session turn order in Redis, against a real redis-server: FIFO across workers, the shared
-queue limit, dead workers (SIGKILL), cancelled waiters, Redis down, hung and restarted."""
+queue limit, dead workers (SIGKILL), cancelled waiters, Redis down, hung, restarted and flushed,
+connections killed while idle, and listeners that are no Redis at all."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from nanobot.api.errors import Overloaded
 from nanobot.api.redis_sessions import RedisHold, RedisSessions, ServiceUnavailable, SessionLost
 from tests.conformance.conftest import Serve, serve, stack
 from tests.support.agents import ScriptedAgent
-from tests.support.redis import RedisServer, redis_server
+from tests.support.redis import RedisServer, broken_redis, redis_server
 
 __all__ = ["redis_server", "serve", "stack"]
 
@@ -442,3 +443,102 @@ async def test_a_forked_process_is_a_worker_of_its_own(redis_server: RedisServer
         out, _ = await process.communicate()
     child, parent = out.decode().split()
     assert child != parent
+
+
+async def _old_enough(peek: redis.asyncio.Redis) -> bool:
+    """Redis has been up ``lease / 2`` s: a fleet meeting it with no epoch is fresh."""
+    uptime: int = (await peek.info("server"))["uptime_in_seconds"]
+    return uptime >= LEASE / 2
+
+
+async def test_a_fresh_fleet_starts_its_first_turns_without_a_fence(
+    make: Make, peek: redis.asyncio.Redis, prefix: str
+) -> None:
+    await until(lambda: _old_enough(peek))
+    first, second = make(), make()
+    started = time.monotonic()
+    async with asyncio.timeout(10):
+        await _hold_once(first, "s")
+        await _hold_once(second, "t")
+    assert await peek.exists(f"{prefix}:epoch") == 1
+    assert await peek.exists(f"{prefix}:fence") == 0
+    assert time.monotonic() - started < LEASE / 2  # measured: 15 ms; a fence would be 500 ms
+
+
+async def test_after_a_flush_a_newcomer_waits_for_the_running_turn(
+    make: Make, peek: redis.asyncio.Redis
+) -> None:
+    await until(lambda: _old_enough(peek))  # so only the flush can fence the newcomer
+    first = make()
+    async with AsyncExitStack() as stack:
+        holder = await entered(stack, first, "s")
+        await peek.flushall()  # the keys go; the fleet's marker script stays
+        after = asyncio.create_task(_hold_once(make(), "s"))  # a worker that never met Redis
+
+        async def holder_reclaimed() -> bool:
+            tickets = await queue(peek, first, "s")
+            return len(tickets) == 2 and tickets[0] == holder.ticket
+
+        await until(holder_reclaimed)  # the newcomer queued behind the running turn
+        assert not after.done()
+    async with asyncio.timeout(10):
+        await after
+
+
+async def _turns(sessions: RedisSessions, count: int = 20) -> list[BaseException | None]:
+    async def one(key: str) -> None:
+        await sessions.check(key)
+        await _hold_once(sessions, key)
+
+    async with asyncio.timeout(10):
+        return await asyncio.gather(*(one(f"s{i}") for i in range(count)), return_exceptions=True)
+
+
+async def test_connections_that_died_while_idle_are_replaced_before_use(
+    make: Make, peek: redis.asyncio.Redis, redis_server: RedisServer
+) -> None:
+    sessions = make()
+    assert await _turns(sessions) == [None] * 20  # about 20 connections pooled
+    await peek.client_kill_filter(_type="normal")  # all but ours, Redis up
+    assert await _turns(sessions) == [None] * 20  # was 20 of 20 x 503
+    redis_server.restart()
+    assert await _turns(sessions) == [None] * 20  # once the fence has passed
+
+
+async def test_the_api_serves_every_turn_after_its_redis_connections_died(
+    serve: Serve, redis_server: RedisServer, peek: redis.asyncio.Redis, prefix: str
+) -> None:
+    sessions = RedisSessions(redis_server.url, lease=LEASE, prefix=prefix)
+    client = await serve(ScriptedAgent(tokens=["hi"]), sessions=sessions)
+
+    async def burst() -> list[int]:
+        replies = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/chat/completions",
+                    json={"messages": [{"role": "user", "content": "x"}], "session_id": f"s{i}"},
+                )
+                for i in range(20)
+            )
+        )
+        return [reply.status_code for reply in replies]
+
+    assert await burst() == [200] * 20
+    await peek.client_kill_filter(_type="normal")
+    assert await burst() == [200] * 20
+    redis_server.restart()
+    assert await burst() == [200] * 20
+
+
+@pytest.mark.parametrize("kind", ["silent", "closing"])
+async def test_a_redis_that_hangs_or_fails_at_the_socket_level_is_a_503(serve: Serve, kind: str) -> None:
+    async with broken_redis(kind) as url:
+        client = await serve(ScriptedAgent(tokens=["hi"]), sessions=RedisSessions(url, lease=LEASE))
+        for stream in (False, True):
+            payload = {"messages": [{"role": "user", "content": "x"}], "session_id": "s", "stream": stream}
+            started = time.monotonic()
+            response = await client.post("/v1/chat/completions", json=payload)
+            assert time.monotonic() - started < FAIL_FAST
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "service_unavailable"
+            assert response.headers["retry-after"] == "1"

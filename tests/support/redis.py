@@ -4,18 +4,22 @@
 :meth:`~RedisServer.stop`, :meth:`~RedisServer.start`, :meth:`~RedisServer.pause` and
 :meth:`~RedisServer.resume` make "Redis is down / hung / back" for tests. Each start is a fresh,
 empty Redis on the same port (``--save "" --appendonly no``), as a restart without persistence.
+
+:func:`broken_redis` is a listener that is no Redis at all: it accepts connections and never
+answers (``"silent"``, a hung host) or closes each at once (``"closing"``, a socket-level fault).
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -152,3 +156,26 @@ def running_redis() -> Iterator[RedisServer]:
 def redis_server() -> Iterator[RedisServer]:
     with running_redis() as server:
         yield server
+
+
+@asynccontextmanager
+async def broken_redis(kind: str) -> AsyncIterator[str]:
+    """A loopback listener that takes connections as Redis would, then never answers
+    (``"silent"``) or closes them at once (``"closing"``); yields its ``redis://`` URL."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if kind == "closing":
+            writer.close()
+        else:
+            held.append(writer)  # open, read by nobody, answered never
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
