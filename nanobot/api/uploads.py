@@ -183,7 +183,7 @@ def _office(data: bytes, shown: str, param: str) -> Kind:
     """A Word, Excel or PowerPoint document (Office Open XML), by the parts its ZIP lists."""
     try:
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()  # reads the directory, inflates nothing
-    except (zipfile.BadZipFile, ValueError, EOFError):
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError):  # e.g. multi-disk
         names = []
     if "[Content_Types].xml" in names:
         if any(n.lower().endswith("vbaproject.bin") for n in names):
