@@ -51,19 +51,21 @@ def _count(source: Any, name: str) -> int | None:
 
 
 def read_usage(source: object) -> Usage | None:
-    """Token counts from a mapping or an object with ``prompt_tokens``/``completion_tokens``
-    (and maybe ``total_tokens``, kept as the provider said); ``None`` when it holds none."""
+    """Token counts from a mapping or an object with ``prompt_tokens``, ``completion_tokens``
+    and ``total_tokens`` (any of them; a total is kept as the provider said, also alone);
+    ``None`` when it holds none."""
     if source is None:
         return None
     prompt, completion = _count(source, "prompt_tokens"), _count(source, "completion_tokens")
-    if prompt is None and completion is None:
+    total = _count(source, "total_tokens")
+    if prompt is None and completion is None and total is None:
         return None
     details = source.get("completion_tokens_details") if isinstance(source, Mapping) else None
     details = details if details is not None else getattr(source, "completion_tokens_details", None)
     reasoning = _count(details, "reasoning_tokens") if details is not None else None
     if reasoning is None:
         reasoning = _count(source, "reasoning_tokens")
-    return Usage(prompt or 0, completion or 0, _count(source, "total_tokens"), reasoning)
+    return Usage(prompt or 0, completion or 0, total, reasoning)
 
 
 def read_reply(result: object, last_usage: object = None) -> Reply:

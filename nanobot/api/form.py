@@ -1,7 +1,9 @@
 """``multipart/form-data`` turns: ``message``, ``session_id``, ``model``, ``stream``, ``files``.
 
 Parsed with python-multipart (the streaming parser Starlette uses), fed the already size-capped
-body; each file is checked like an inline image and capped at the media limit.
+body; each file is judged by its bytes, declared type and name (:mod:`nanobot.api.uploads`)
+and capped at the media limit. A file part with an empty name and no bytes (a browser's file
+input left empty) is no file.
 """
 
 from __future__ import annotations
@@ -103,13 +105,21 @@ def parse_form(
     for part in collector.parts:
         name, filename = part.disposition()
         if name == "files" or filename is not None:
-            declared_raw = part.headers.get("content-type", b"application/octet-stream")
-            declared = declared_raw.decode("latin-1").split(";")[0].strip().lower()
+            if filename == "" and not part.data:
+                continue  # a browser's file input with no file chosen
             if len(files) == max_files:
                 raise InvalidRequest(
                     f"At most {max_files} files are accepted.", param="files", code="too_many_files"
                 )
-            files.append(media.file(bytes(part.data), declared, f"files[{len(files)}]"))
+            declared = part.headers.get("content-type")
+            files.append(
+                media.file(
+                    bytes(part.data),
+                    declared.decode("latin-1") if declared is not None else None,
+                    filename,
+                    f"files[{len(files)}]",
+                )
+            )
         else:
             fields[name] = part.data.decode("utf-8", "replace")
     return _request(fields, bool(files)), tuple(files)

@@ -2,7 +2,8 @@
 
 Validation happens before the turn is accepted (bad media is a 400/413 like any bad input);
 files are written only when the turn starts and removed when it ends, unless configured to
-stay. Names are generated; a client's filename is never used as a path.
+stay. A file keeps its client's name, made safe (:func:`nanobot.api.uploads.safe_name`) and
+unique within its turn; inline images are named ``image.png``, ``image-2.png``, ...
 """
 
 from __future__ import annotations
@@ -20,43 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanobot.api.errors import InvalidRequest, PayloadTooLarge
+from nanobot.api.uploads import GIF, JPEG, PNG, WEBP, judge, sniff_image, split_extension
 
-IMAGE_TYPES = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/gif": ".gif",
-    "image/webp": ".webp",
-}
-#: Non-image uploads we pass on, by declared type (anything else is refused).
-FILE_TYPES = {
-    "application/pdf": ".pdf",
-    "text/plain": ".txt",
-    "text/markdown": ".md",
-    "text/csv": ".csv",
-    "application/json": ".json",
-}
+IMAGE_TYPES = {"image/png": PNG, "image/jpeg": JPEG, "image/gif": GIF, "image/webp": WEBP}
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,(?P<data>.*)", re.S)
 
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """One checked piece of media, still in memory."""
+    """One checked piece of media, still in memory, and the safe name it is saved under."""
 
     data: bytes
-    suffix: str
-
-
-def sniff_image(data: bytes) -> str | None:
-    """The image type the bytes really are, or ``None``."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+    name: str
 
 
 class MediaStore:
@@ -97,25 +73,21 @@ class MediaStore:
                 param=param,
                 code="invalid_image",
             )
-        if sniff_image(data) != declared:
+        kind = IMAGE_TYPES[declared]
+        if sniff_image(data) is not kind:
             raise InvalidRequest(
                 f"The image's bytes are not {declared}, as its declared type says.",
                 param=param,
                 code="invalid_image",
             )
-        return Attachment(data, IMAGE_TYPES[declared])
+        return Attachment(data, f"image{kind.suffix}")
 
-    def file(self, data: bytes, declared: str, param: str) -> Attachment:
-        """An uploaded file: an image (checked as such) or one of the accepted document types."""
-        if declared.startswith("image/") or sniff_image(data):
-            return self.image(data, declared, param)
+    def file(self, data: bytes, declared: str | None, filename: str | None, param: str) -> Attachment:
+        """An uploaded file whose bytes, declared type and name agree on something an agent reads
+        (see :mod:`nanobot.api.uploads`), under its client's name made safe."""
         if len(data) > self.max_bytes:
             raise self._too_large(param)
-        if declared not in FILE_TYPES:
-            raise InvalidRequest(
-                f"File type '{declared}' is not accepted.", param=param, code="unsupported_file_type"
-            )
-        return Attachment(data, FILE_TYPES[declared])
+        return Attachment(data, judge(data, declared, filename, param).name)
 
     @asynccontextmanager
     async def saved(self, attachments: tuple[Attachment, ...]) -> AsyncIterator[list[str]]:
@@ -149,9 +121,24 @@ class MediaStore:
 
 def _write_all(folder: Path, attachments: tuple[Attachment, ...]) -> list[str]:
     folder.mkdir(parents=True, mode=0o700)
+    taken: set[str] = set()
     paths = []
-    for index, item in enumerate(attachments):
-        path = folder / f"{index}{item.suffix}"
-        path.write_bytes(item.data)
+    for item in attachments:
+        path = folder / unique_name(item.name, taken)
+        with path.open("xb") as file:  # "x": never over an existing file
+            file.write(item.data)
         paths.append(str(path))
     return paths
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``stem-2.ext``, ``stem-3.ext``, ... if a name equal up to case is ``taken``
+    (which it joins): two files of one turn never share a path, on any file system."""
+    stem, extension = split_extension(name)
+    suffix = name[len(stem) :] if extension else ""
+    candidate, number = name, 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"{stem}-{number}{suffix}"
+    taken.add(candidate.lower())
+    return candidate

@@ -201,7 +201,10 @@ def openapi_document(model_name: str) -> dict[str, Any]:
         "description": "A completion (JSON), or with `stream: true` an SSE stream of chunks ending `[DONE]`.",
         "content": {
             "application/json": {"schema": _ref("ChatCompletion")},
-            "text/event-stream": {"schema": {"type": "string"}},
+            # OpenAPI 3.1 tools (schemathesis) read an SSE schema as one event's: its data is text.
+            "text/event-stream": {
+                "schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+            },
         },
     }
     return {

@@ -121,4 +121,6 @@ async def test_the_echo_agent_says_which_files_arrived(serve: Serve, tmp_path: A
     client = await serve(EchoAgent(), media_dir=tmp_path)
     files = [("files", ("photo.png", PNG, "image/png"))]
     reply = await client.post("/v1/chat/completions", data={"message": "look"}, files=files)
-    assert reply.json()["choices"][0]["message"]["content"] == "look\n[received 0.png: image/png, 24 bytes]"
+    assert (
+        reply.json()["choices"][0]["message"]["content"] == "look\n[received photo.png: image/png, 24 bytes]"
+    )
