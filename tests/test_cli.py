@@ -133,7 +133,7 @@ def test_bad_agent_spec_is_a_clear_error() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "Cannot import 'no_such_module'" in result.stderr
+    assert result.stderr.startswith("nanobot serve: error: --agent: cannot import 'no_such_module'")
     assert "Traceback" not in result.stderr
 
 
@@ -268,11 +268,12 @@ def test_the_banner_never_prints_the_key() -> None:
     assert "sk-very-secret" not in output
 
 
-@pytest.mark.parametrize("flag", [["--history", "sqlite:x.db"], ["--upstream-url", "http://127.0.0.1:1/v1"]])
+@pytest.mark.parametrize("flag", [["--history", "sqlite:x.db"], ["--upstream-api-key", "k"]])
 def test_openai_only_settings_with_another_agent_are_an_error(flag: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["serve", "--agent", "echo", *flag], environ={})
-    assert parse_args(["serve", "--agent", "openai", *flag], environ={}).agent == "openai"
+    upstream = ["--upstream-url", "http://127.0.0.1:1/v1", "--upstream-model", "m"]
+    assert parse_args(["serve", "--agent", "openai", *upstream, *flag], environ={}).agent == "openai"
 
 
 def test_an_agent_module_is_found_in_the_current_folder_and_in_app_dir(tmp_path: Path) -> None:

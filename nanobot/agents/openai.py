@@ -13,7 +13,7 @@ from typing import Any
 
 from nanobot.agents.history import SYSTEM_ROLES, ChatMessage, History, MemoryHistory, open_history, trimmed
 from nanobot.agents.upstream import Completion, Upstream, UpstreamMessage
-from nanobot.config import ConfigError, Settings
+from nanobot.config import ConfigError, Settings, check_upstream
 
 
 class OpenAIAgent:
@@ -35,16 +35,15 @@ class OpenAIAgent:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIAgent:
-        """The agent ``nanobot serve --agent openai`` runs; a :class:`ConfigError` names what is missing."""
+        """The agent ``nanobot serve --agent openai`` runs; a :class:`ConfigError` names the
+        setting at fault (a bad URL first, then only what is missing)."""
+        check_upstream(settings)
         url, model = settings.upstream_url, settings.upstream_model
-        if not url or not model:
-            raise ConfigError(
-                "The openai agent needs --upstream-url (e.g. http://localhost:11434/v1) and "
-                "--upstream-model (or NANOBOT_UPSTREAM_URL and NANOBOT_UPSTREAM_MODEL)."
-            )
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"--upstream-url must start with http:// or https://, not {url!r}")
-        history = open_history(settings.history, ttl=settings.session_ttl or None)
+        assert url and model  # check_upstream made sure
+        try:
+            history = open_history(settings.history, ttl=settings.session_ttl or None)
+        except ConfigError as exc:
+            raise ConfigError(exc.problem.removeprefix("history "), "history") from exc.__cause__
         return cls(
             Upstream(url, model, api_key=settings.upstream_api_key),
             history=history,
