@@ -70,13 +70,15 @@ def bind(settings: Settings) -> socket.socket:
     A ``ConfigError`` says which address could not be served, and why.
     """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    shared = settings.workers > 1 and reuse_port_spreads()
     # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets it knows are TCP
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if settings.workers > 1 and reuse_port_spreads():
+        port = _free_port(family, settings.host, settings.port) if shared else settings.port
+        if shared:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((settings.host, settings.port))
+        sock.bind((settings.host, port))
         sock.listen(1024)
     except OSError as exc:
         sock.close()
@@ -92,6 +94,17 @@ def bind(settings: Settings) -> socket.socket:
         raise ConfigError(f"cannot listen on {shown}:{settings.port}: {why}{hint}") from None
     sock.setblocking(False)
     return sock
+
+
+def _free_port(family: socket.AddressFamily, host: str, port: int) -> int:
+    """``port`` (or a free one for 0) once a socket without ``SO_REUSEPORT`` could bind it: a
+    server already there (another ``nanobot serve --workers`` too) is "address already in use",
+    not a silent sharer of its connections."""
+    with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        free: int = probe.getsockname()[1]
+        return free
 
 
 def banner(settings: Settings, sock: socket.socket) -> str:

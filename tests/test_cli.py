@@ -515,7 +515,7 @@ def _wait_for_drain(url: str) -> None:
 def test_workers_cut_by_a_second_signal_make_the_supervisor_exit_non_zero(stack: str) -> None:
     """``--workers 2``: SIGTERM drains (an open stream keeps a worker busy), SIGINT kills the
     workers and cuts the stream: the supervisor exits 128 + SIGINT, as one process does. With
-    nothing open, SIGTERM alone ends it with 0."""
+    nothing open, SIGTERM alone ends it with 0; a second server on its port is refused."""
     with running_redis() as redis:
         workers = ("--stack", stack, "--workers", "2", "--redis-url", redis.url)
         with launched(*workers, "--echo-delay", "2") as (process, url):
@@ -530,5 +530,9 @@ def test_workers_cut_by_a_second_signal_make_the_supervisor_exit_non_zero(stack:
             reader.join(10)
         with launched(*workers) as (process, url):
             assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+            again = [sys.executable, "-m", "nanobot", "serve", *workers, "--port", str(port_of(url))]
+            second = subprocess.run(again, capture_output=True, text=True, timeout=30)
+            assert second.returncode == 2  # its sockets would share the port (SO_REUSEPORT) silently
+            assert "address already in use" in second.stderr
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0
