@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -11,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
@@ -21,11 +22,12 @@ from nanobot import heap
 from nanobot.agents import Agent
 from nanobot.agents.loader import AgentLoadError, load_agent
 from nanobot.api.guard import is_loopback
-from nanobot.config import ConfigError, Settings, parse_args
+from nanobot.config import USAGE_ERROR, ConfigError, Settings, flag_name, print_error, read_command
 from nanobot.fdlimit import calm_resource_errors, raise_open_file_limit
-from nanobot.workers import Supervisor, metrics_dir, remove_metrics_dir
+from nanobot.workers import Supervisor, metrics_dir, remove_metrics_dir, reuse_port_spreads
 
 logger = logging.getLogger("nanobot")
+PROG = "nanobot serve"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -53,22 +55,56 @@ def check_exposure(settings: Settings) -> None:
     if settings.api_key or settings.allow_unauthenticated or is_loopback(settings.host):
         return
     raise ConfigError(
-        f"--host {settings.host} serves the network, so set an API key: --api-key KEY (or "
-        "NANOBOT_API_KEY), which clients send as 'Authorization: Bearer KEY'. On a trusted "
-        "network, --allow-unauthenticated serves without one."
+        f"{settings.host} serves the network, so set an API key: --api-key KEY (or NANOBOT_API_KEY), "
+        "which clients send as 'Authorization: Bearer KEY'; on a trusted network, "
+        "--allow-unauthenticated serves without one",
+        "host",
     )
 
 
 def bind(settings: Settings) -> socket.socket:
-    """A listening socket, bound before the server starts so the URL printed is the real one."""
+    """A listening socket, bound before the server starts so the URL printed is the real one.
+
+    With several workers it is made to share its port (``SO_REUSEPORT``, where the kernel spreads
+    connections among such sockets): the supervisor gives each worker a socket of its own.
+    A ``ConfigError`` says which address could not be served, and why.
+    """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    shared = settings.workers > 1 and reuse_port_spreads()
     # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets it knows are TCP
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        port = _free_port(family, settings.host, settings.port) if shared else settings.port
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+        why = (exc.strerror or str(exc)).lower()
+        if isinstance(exc, socket.gaierror):
+            raise ConfigError(f"cannot find the address {settings.host!r}: {why}", "host") from None
+        hint = (
+            " (another process listens there: stop it, or choose another port)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise ConfigError(f"cannot listen on {shown}:{settings.port}: {why}{hint}") from None
     sock.setblocking(False)
     return sock
+
+
+def _free_port(family: socket.AddressFamily, host: str, port: int) -> int:
+    """``port`` (or a free one for 0) once a socket without ``SO_REUSEPORT`` could bind it: a
+    server already there (another ``nanobot serve --workers`` too) is "address already in use",
+    not a silent sharer of its connections."""
+    with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        free: int = probe.getsockname()[1]
+        return free
 
 
 def banner(settings: Settings, sock: socket.socket) -> str:
@@ -206,16 +242,27 @@ async def _serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_args(argv)
+    """``nanobot``: its exit code (2 for any error in the command line or the settings)."""
+    try:
+        settings, name = read_command(argv)
+    except SystemExit as exc:  # --help, --version, or an error already printed
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     # Before prometheus-client is imported: with several workers, it reads the folder then.
     folder = metrics_dir() if settings.workers > 1 else None
     try:
-        return _main(settings)
+        return _main(settings, name)
     finally:
         remove_metrics_dir(folder)
 
 
-def _main(settings: Settings) -> int:
+def refused(exc: ConfigError | AgentLoadError, name: Callable[[str], str] = flag_name) -> int:
+    """Print why the server cannot start, as every command-line error is printed; exit code 2."""
+    error = exc if isinstance(exc, ConfigError) else ConfigError(str(exc), "agent")
+    print_error(PROG, error.tidied().naming(name))
+    return USAGE_ERROR
+
+
+def _main(settings: Settings, name: Callable[[str], str]) -> int:
     configure_logging(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request otherwise
     calm_resource_errors()
@@ -224,26 +271,27 @@ def _main(settings: Settings) -> int:
         check_exposure(settings)
         agent = build_agent(settings) if settings.workers == 1 else None
         sock = bind(settings)
-    except (AgentLoadError, ConfigError, OSError) as exc:
-        print(f"nanobot: {exc}", file=sys.stderr)
-        return 2
+    except (AgentLoadError, ConfigError) as exc:
+        return refused(exc, name)
     if agent is not None:
         _run(_serve(settings, agent, sock, fd_limit))
         code = 0
     else:
         print(banner(settings, sock) + f"\n({settings.workers} workers)", flush=True)
-        code = Supervisor(functools.partial(_worker, settings, fd_limit), sock, settings.workers).run()
+        serve = functools.partial(_worker, settings, name, fd_limit)
+        code = Supervisor(serve, sock, settings.workers).run()
     print("nanobot stopped", flush=True)
     return code
 
 
-def _worker(settings: Settings, fd_limit: tuple[int, int], sock: socket.socket) -> int:
-    """One of ``--workers``: its own agent and loop on the shared socket."""
+def _worker(
+    settings: Settings, name: Callable[[str], str], fd_limit: tuple[int, int], sock: socket.socket
+) -> int:
+    """One of ``--workers``: its own agent and loop on its socket."""
     try:
         agent = build_agent(settings)
     except (AgentLoadError, ConfigError) as exc:
-        print(f"nanobot: {exc}", file=sys.stderr)
-        return 2
+        return refused(exc, name)
     _run(_serve(settings, agent, sock, fd_limit, worker=True))
     return 0
 

@@ -3,20 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from nanobot.api.sessions import Sessions
 
+from nanobot import __version__
 from nanobot.api.limits import HeadLimits
 
 
 class ConfigError(ValueError):
-    """A setting has a value it cannot take."""
+    """A setting has a value it cannot take.
+
+    ``fields`` are the settings at fault (``Settings`` field names, when known): the message
+    names them as the user gave them, ``--port`` on the command line, ``NANOBOT_PORT`` in the
+    environment (:meth:`naming`); ``problem`` says what is wrong with them.
+    """
+
+    def __init__(self, problem: str, *fields: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fields = fields
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """``WHERE: problem``, each field named by ``name`` (a flag or a variable)."""
+        if not self.fields:
+            return self.problem
+        return f"{' and '.join(name(field) for field in self.fields)}: {self.problem}"
+
+    def tidied(self) -> ConfigError:
+        """The same error in the command line's style: lower case first, no full stop."""
+        return ConfigError(_tidy(self.problem), *self.fields)
+
+    def __str__(self) -> str:
+        return self.naming(flag_name)
+
+
+def _tidy(problem: str) -> str:
+    """One style for every message: lower case first (unless a name or a flag), no full stop."""
+    problem = problem.rstrip().rstrip(".")
+    first = problem.split(" ", 1)[0]
+    if first[:1].isupper() and first[1:].islower():
+        problem = problem[0].lower() + problem[1:]
+    return problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,57 +103,61 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``NANOBOT_*`` variables (an empty one counts as unset); a
+        :class:`ConfigError` names the variable at fault."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = env.get(env_name(field.name))
-            if raw is not None and raw != "":
-                values[field.name] = _convert(field.name, raw)
-        return cls(**values).checked()
+        values = {name: raw for name in _DEFAULTS if (raw := env.get(env_name(name)))}
+        return settings_from(values, env_name)
 
     def checked(self) -> Settings:
-        if self.stack not in STACKS:
-            raise ConfigError(f"stack must be one of {', '.join(STACKS)}, not {self.stack!r}")
+        """These settings, if they can serve (an API key trimmed of spaces); else a :class:`ConfigError`."""
+        _check_choice("stack", self.stack, STACKS)
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0-65535, not {self.port}")
+            raise ConfigError(f"must be 0-65535, not {self.port}", "port")
         for name in ("request_timeout", "ping_interval", "write_timeout", "echo_delay", "body_timeout"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative")
-        if self.max_body_bytes <= 0:
-            raise ConfigError("max_body_bytes must be positive")
-        for name in ("max_header_size", "max_headers", "header_timeout", "max_messages", "drain_timeout"):
+                raise ConfigError(f"must not be negative, not {getattr(self, name):g}", name)
+        for name in (
+            "max_body_bytes",
+            "max_header_size",
+            "max_headers",
+            "header_timeout",
+            "max_messages",
+            "drain_timeout",
+            "max_media_bytes",
+        ):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
-        if self.workers < 1:
-            raise ConfigError("workers must be at least 1")
-        if self.workers > 1 and not self.redis_url:
-            raise ConfigError(
-                f"--workers {self.workers} needs --redis-url redis://HOST:PORT/DB: each worker would "
-                "otherwise keep its own sessions, and two turns of one session could run at once"
-            )
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"--redis-url must be a redis:// or rediss:// URL, not {self.redis_url!r}")
+                raise ConfigError(f"must be positive, not {getattr(self, name):g}", name)
         for name in ("max_attachments", "max_tools", "max_streams", "max_pending"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative")
-        if self.log_format not in LOG_FORMATS:
-            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
-        if self.log_level.upper() not in LOG_LEVELS:
-            raise ConfigError(
-                f"log_level must be one of {', '.join(LOG_LEVELS).lower()}, not {self.log_level!r}"
-            )
-        if self.max_media_bytes <= 0:
-            raise ConfigError("max_media_bytes must be positive")
+                raise ConfigError(f"must not be negative, not {getattr(self, name):g}", name)
+        if self.workers < 1:
+            raise ConfigError(f"must be at least 1, not {self.workers}", "workers")
         if self.history_max_messages < 2:
-            raise ConfigError("history_max_messages must be at least 2")
-        if self.agent != "openai":
-            given = [
-                f"--{name.replace('_', '-')}"
-                for name in OPENAI_ONLY
-                if getattr(self, name) != _DEFAULTS[name]
-            ]
+            raise ConfigError(f"must be at least 2, not {self.history_max_messages}", "history_max_messages")
+        _check_choice("log_format", self.log_format, LOG_FORMATS)
+        _check_choice("log_level", self.log_level.lower(), tuple(level.lower() for level in LOG_LEVELS))
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError(
+                "must not be blank: no client could send it (leave it out for no key)", "api_key"
+            )
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"must be a redis:// or rediss:// URL, not {self.redis_url!r}", "redis_url")
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                f"{self.workers} workers need --redis-url redis://HOST:PORT/DB: each worker would "
+                "otherwise keep its own sessions, and two turns of one session could run at once",
+                "workers",
+            )
+        if self.agent == "openai":
+            check_upstream(self)
+        else:
+            given = [name for name in OPENAI_ONLY if getattr(self, name) != _DEFAULTS[name]]
             if given:
-                raise ConfigError(f"{', '.join(given)} only apply to --agent openai, not {self.agent!r}")
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ConfigError(f"only {verb} to the openai agent, not to {self.agent!r}", *given)
+        if self.api_key is not None and self.api_key != self.api_key.strip():
+            return replace(self, api_key=self.api_key.strip())  # the server compares it trimmed
         return self
 
     def service_options(self) -> dict[str, Any]:
@@ -222,7 +262,6 @@ HELP = {
 }
 
 
-#: The type of each setting that is not a string.
 def _flag(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -236,6 +275,7 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+#: The type of each setting that is not a string.
 KINDS: dict[str, Callable[[str], Any]] = {
     "keep_media": _flag,
     "allow_unauthenticated": _flag,
@@ -268,54 +308,250 @@ SECRETS = frozenset({"api_key", "upstream_api_key"})
 REPEATABLE = ("cors_origin", "allowed_host")
 
 
+#: ``serve --help`` groups the flags by topic; a setting missing here is listed under relay
+#: when only the openai agent reads it, else under operations.
+TOPICS: dict[str, tuple[str, ...]] = {
+    "serving": (
+        "stack",
+        "host",
+        "port",
+        "api_key",
+        "allow_unauthenticated",
+        "allowed_host",
+        "cors_origin",
+        "ping_interval",
+    ),
+    "agent": ("agent", "model", "app_dir", "echo_delay", "media_dir", "keep_media"),
+    "relay (the openai agent)": OPENAI_ONLY,
+    "limits": (
+        "request_timeout",
+        "write_timeout",
+        "body_timeout",
+        "header_timeout",
+        "max_body_bytes",
+        "max_messages",
+        "max_attachments",
+        "max_tools",
+        "max_media_bytes",
+        "max_header_size",
+        "max_headers",
+        "max_streams",
+        "max_pending",
+    ),
+    "operations": ("log_format", "log_level", "metrics_public", "drain_timeout"),
+    "scale-out": ("workers", "redis_url"),
+}
+#: What ``serve --help`` shows as a flag's value, where the field's name would not read well.
+METAVARS = {
+    "stack": "{aiohttp,asgi}",
+    "log_format": "{text,json}",
+    "log_level": "{debug,info,warning,error}",
+    "api_key": "KEY",
+    "upstream_api_key": "KEY",
+    "upstream_url": "URL",
+    "redis_url": "URL",
+    "upstream_model": "NAME",
+    "model": "NAME",
+    "system_prompt": "TEXT",
+    "history": "STORE",
+    "app_dir": "DIR",
+    "media_dir": "DIR",
+    "cors_origin": "ORIGIN",
+    "allowed_host": "HOST",
+}
+
+
 def env_name(field: str) -> str:
     return f"NANOBOT_{field.upper()}"
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def topic_of(field: str) -> str:
+    for topic, names in TOPICS.items():
+        if field in names:
+            return topic
+    return "relay (the openai agent)" if field in OPENAI_ONLY else "operations"
+
+
+def check_upstream(settings: Settings) -> None:
+    """What the openai agent needs: an http(s) upstream URL (checked first) and a model."""
+    url = settings.upstream_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"must start with http:// or https://, not {url!r}", "upstream_url")
+    examples = {"upstream_url": "http://localhost:11434/v1", "upstream_model": "llama3.2"}
+    missing = [name for name in examples if not getattr(settings, name)]
+    if missing:
+        shown = " and ".join(examples[name] for name in missing)
+        raise ConfigError(f"needed by the openai agent (e.g. {shown})", *missing)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}", name)
+
+
+#: How a value that does not convert is described, by its type.
+_EXPECTED: dict[Callable[[str], Any], str] = {
+    int: "a whole number",
+    float: "a number",
+    _flag: "on or off (1/0, true/false, yes/no)",
+}
 
 
 def _convert(name: str, raw: str) -> Any:
     kind = KINDS.get(name, str)
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{env_name(name)}={raw!r} is not a valid {name} value") from None
+        value = None
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"expected {_EXPECTED.get(kind, 'another value')}, not {raw!r}", name)
+    return value
+
+
+def settings_from(given: Mapping[str, Any], name: Callable[[str], str]) -> Settings:
+    """Checked settings from raw values (text, or already typed); errors name fields by ``name``."""
+    try:
+        values = {
+            field: _convert(field, raw) if isinstance(raw, str) else raw for field, raw in given.items()
+        }
+        return Settings(**values).checked()
+    except ConfigError as exc:
+        raise NamedConfigError(exc, name) from None
+
+
+class NamedConfigError(ConfigError):
+    """A :class:`ConfigError` whose fields are named as the user gave them (flag or variable)."""
+
+    def __init__(self, error: ConfigError, name: Callable[[str], str]) -> None:
+        super().__init__(error.problem, *error.fields)
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.naming(self.name)
+
+
+#: The exit code of every command-line error, as argparse's.
+USAGE_ERROR = 2
+
+
+def print_error(prog: str, message: str) -> None:
+    """The one style of every command-line error: ``PROG: error: MESSAGE``, one line on stderr."""
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print_error(prog, message)
+    raise SystemExit(USAGE_ERROR)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors in nanobot's style, and no usage dump before them."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, _plain(message))
+
+
+def _plain(message: str) -> str:
+    """argparse's own wording, said as nanobot says everything else."""
+    if message.startswith("the following arguments are required: {serve}"):
+        return "a command is needed: nanobot serve (nanobot serve --help lists its options)"
+    if (choice := re.match(r"argument {serve}: invalid choice: '?(.*?)'? \(", message)) is not None:
+        return f"{choice.group(1)!r} is not a command: the one command is serve"
+    message = message.removeprefix("argument ")
+    return message.replace("expected one argument", "expected a value")
+
+
+def _readable(field: str, value: object) -> str | None:
+    """A default as ``serve --help`` shows it: ``120 s``, ``7 days``, ``16 MiB``, ``off``."""
+    if value is None or value == () or field in SECRETS:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if KINDS.get(field) is float and isinstance(value, float):
+        days, rest = divmod(value, 86400)
+        if days and not rest:
+            return f"{days:g} day{'s' if days != 1 else ''}"
+        return f"{value:g} s"
+    if isinstance(value, int) and field.endswith(("_bytes", "_size")):
+        for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value >= size and value % size == 0:
+                return f"{value // size} {unit}"
+        return f"{value} bytes"
+    return str(value)
+
+
+def _metavar(field: str) -> str:
+    if field in METAVARS:
+        return METAVARS[field]
+    kind = KINDS.get(field, str)
+    if kind is float:
+        return "SECONDS"
+    if kind is int:
+        return "BYTES" if field.endswith(("_bytes", "_size")) else "N"
+    return field.rsplit("_", 1)[-1].upper()
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="nanobot", description="OpenAI-compatible server for agents")
+    parser.add_argument("--version", action="version", version=f"nanobot {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve}")
+    serve = commands.add_parser(
+        "serve",
+        help="run the API server",
+        usage="nanobot serve [OPTIONS]",
+        description="Serve an agent over the OpenAI Chat Completions API. Every flag has an "
+        "environment variable; flags win over the environment.",
+    )
+    groups = {topic: serve.add_argument_group(topic) for topic in TOPICS}
+    for field in fields(Settings):
+        default = _readable(field.name, _DEFAULTS[field.name])
+        shown = f"; default: {default}" if default is not None else ""
+        described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
+        group = groups[topic_of(field.name)]
+        flag = flag_name(field.name)
+        if KINDS.get(field.name) is _flag:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=described)
+        elif field.name in REPEATABLE:
+            group.add_argument(
+                flag, action="append", default=None, metavar=_metavar(field.name), help=described
+            )
+        else:
+            group.add_argument(flag, default=None, metavar=_metavar(field.name), help=described)
+    return parser
+
+
+def read_command(
+    argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, Callable[[str], str]]:
+    """``nanobot serve`` flags over ``NANOBOT_*`` variables over defaults: the settings, and how
+    to name a field in an error (its flag, or its variable when the value came from there).
+    A bad value ends the command with :func:`fail`."""
+    args, extra = _parser().parse_known_args(argv)
+    if extra:
+        unknown = extra[0]
+        problem = "no such option" if unknown.startswith("-") else "unexpected argument"
+        fail("nanobot serve", f"{unknown}: {problem} (nanobot serve --help lists the options)")
+    env = os.environ if environ is None else environ
+    flags = {name: value for name in _DEFAULTS if (value := getattr(args, name)) is not None}
+    variables = {name: raw for name in _DEFAULTS if name not in flags and (raw := env.get(env_name(name)))}
+
+    def name(field: str) -> str:
+        return env_name(field) if field in variables else flag_name(field)
+
+    values = {**variables, **{k: tuple(v) if isinstance(v, list) else v for k, v in flags.items()}}
+    try:
+        return settings_from(values, name), name
+    except ConfigError as exc:
+        fail("nanobot serve", str(exc))
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> Settings:
     """``nanobot serve`` flags over ``NANOBOT_*`` variables over defaults."""
-    parser = argparse.ArgumentParser(prog="nanobot", description="OpenAI-compatible server for agents")
-    try:
-        base = Settings.from_env(environ)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the API server")
-    for field in fields(Settings):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(base, field.name)
-        shown = "" if field.name in SECRETS or default is None else f"; default: {default!r}"
-        described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
-        if field.name in (
-            "keep_media",
-            "allow_unauthenticated",
-            "metrics_public",
-            "upstream_follow_redirects",
-        ):
-            serve.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=described)
-        elif field.name in REPEATABLE:
-            serve.add_argument(flag, action="append", default=None, help=described)
-        else:
-            kind = KINDS.get(field.name, str)
-            choices = {"stack": STACKS, "log_format": LOG_FORMATS}.get(field.name)
-            serve.add_argument(flag, type=kind, default=default, choices=choices, help=described)
-    args = parser.parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in fields(Settings)}
-    for name in REPEATABLE:
-        given = getattr(args, name)
-        values[name] = tuple(given) if given else getattr(base, name)
-    try:
-        return Settings(**values).checked()
-    except ConfigError as exc:
-        parser.error(str(exc))
+    return read_command(argv, environ)[0]
 
 
 _DEFAULTS = {f.name: f.default for f in fields(Settings)}

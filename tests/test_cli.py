@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ import pytest
 
 from nanobot.config import ConfigError, Settings, parse_args
 from tests.support.process import running_server
+from tests.support.redis import running_redis
 from tests.support.sse import data_events, text_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +135,7 @@ def test_bad_agent_spec_is_a_clear_error() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "Cannot import 'no_such_module'" in result.stderr
+    assert result.stderr.startswith("nanobot serve: error: --agent: cannot import 'no_such_module'")
     assert "Traceback" not in result.stderr
 
 
@@ -268,11 +270,12 @@ def test_the_banner_never_prints_the_key() -> None:
     assert "sk-very-secret" not in output
 
 
-@pytest.mark.parametrize("flag", [["--history", "sqlite:x.db"], ["--upstream-url", "http://127.0.0.1:1/v1"]])
+@pytest.mark.parametrize("flag", [["--history", "sqlite:x.db"], ["--upstream-api-key", "k"]])
 def test_openai_only_settings_with_another_agent_are_an_error(flag: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["serve", "--agent", "echo", *flag], environ={})
-    assert parse_args(["serve", "--agent", "openai", *flag], environ={}).agent == "openai"
+    upstream = ["--upstream-url", "http://127.0.0.1:1/v1", "--upstream-model", "m"]
+    assert parse_args(["serve", "--agent", "openai", *upstream, *flag], environ={}).agent == "openai"
 
 
 def test_an_agent_module_is_found_in_the_current_folder_and_in_app_dir(tmp_path: Path) -> None:
@@ -345,3 +348,191 @@ def test_the_serving_process_freezes_its_heap_and_collects_less_often(how: str, 
     young, frozen = reply.json()["choices"][0]["message"]["content"].split()
     assert int(young) >= 10_000
     assert frozen == "True"
+
+
+#: Every way a command line or its environment can be wrong, and the one line it gets.
+BAD_COMMANDS = [
+    (["serve", "--port", "abc"], {}, "--port: expected a whole number, not 'abc'"),
+    (["serve", "--port", "99999"], {}, "--port: must be 0-65535, not 99999"),
+    (["serve", "--port"], {}, "--port: expected a value"),
+    (["serve", "--request-timeout", "-1"], {}, "--request-timeout: must not be negative, not -1"),
+    (["serve", "--request-timeout", "nan"], {}, "--request-timeout: expected a number, not 'nan'"),
+    (["serve", "--log-level", "loud"], {}, "--log-level: must be debug, info, warning or error, not 'loud'"),
+    (["serve", "--stack", "flask"], {}, "--stack: must be aiohttp or asgi, not 'flask'"),
+    (["serve", "--drain-timeout", "0"], {}, "--drain-timeout: must be positive, not 0"),
+    (["serve", "--api-key", " "], {}, "--api-key: must not be blank"),
+    (["serve", "--api-key", ""], {}, "--api-key: must not be blank"),
+    (["serve", "--bogus"], {}, "--bogus: no such option (nanobot serve --help lists the options)"),
+    (["serve", "stray"], {}, "stray: unexpected argument"),
+    (["serve", "--history", "sqlite:x.db"], {}, "--history: only applies to the openai agent, not to 'echo'"),
+    (["serve", "--workers", "2"], {}, "--workers: 2 workers need --redis-url redis://HOST:PORT/DB"),
+    (["serve", "--redis-url", "http://r"], {}, "--redis-url: must be a redis:// or rediss:// URL"),
+    (["serve"], {"NANOBOT_PORT": "abc"}, "NANOBOT_PORT: expected a whole number, not 'abc'"),
+    (["serve"], {"NANOBOT_API_KEY": "  "}, "NANOBOT_API_KEY: must not be blank"),
+    (["serve"], {"NANOBOT_KEEP_MEDIA": "perhaps"}, "NANOBOT_KEEP_MEDIA: expected on or off"),
+    (["serve"], {"NANOBOT_LOG_LEVEL": "loud"}, "NANOBOT_LOG_LEVEL: must be debug, info, warning or error"),
+    (
+        ["serve", "--port", "1"],
+        {"NANOBOT_PORT": "x", "NANOBOT_HEADER_TIMEOUT": "0"},
+        "NANOBOT_HEADER_TIMEOUT: ",
+    ),
+    (["serve", "--agent", "openai"], {}, "--upstream-url and --upstream-model: needed by the openai agent"),
+    (
+        ["serve", "--agent", "openai", "--upstream-url", "http://h/v1"],
+        {},
+        "--upstream-model: needed by the openai agent (e.g. llama3.2)",
+    ),
+    (
+        ["serve", "--agent", "openai", "--upstream-url", "ftp://h"],
+        {},
+        "--upstream-url: must start with http://",
+    ),
+    (["serve"], {"NANOBOT_AGENT": "openai", "NANOBOT_UPSTREAM_MODEL": "m"}, "--upstream-url: needed by"),
+    ([], {}, "a command is needed: nanobot serve (nanobot serve --help lists its options)"),
+    (["start"], {}, "'start' is not a command: the one command is serve"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"), BAD_COMMANDS, ids=[" ".join(c[0]) or "none" for c in BAD_COMMANDS]
+)
+def test_every_error_is_one_line_naming_the_flag_or_variable(
+    argv: list[str],
+    env: dict[str, str],
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in [n for n in os.environ if n.startswith("NANOBOT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from nanobot.cli import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    prog = "nanobot serve" if argv[:1] == ["serve"] else "nanobot"
+    assert err.startswith(f"{prog}: error: {says}"), err
+    assert err.count("\n") == 1 and err.endswith("\n"), err  # one line, no usage dump
+    assert "usage:" not in err
+    assert not [
+        field.name for field in fields(Settings) if "_" in field.name and field.name in err
+    ]  # no Python
+    assert ".;" not in err and not err.rstrip().endswith(".") and out == ""
+
+
+def test_errors_found_after_parsing_are_one_line_from_a_real_process() -> None:
+    """A taken port, a bad variable, an agent that cannot load, a network host without a key."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for argv, env, says in (
+            (["--port", str(port)], {}, f"cannot listen on 127.0.0.1:{port}: address already in use"),
+            ([], {"NANOBOT_PORT": "abc"}, "NANOBOT_PORT: expected a whole number, not 'abc'"),
+            (
+                ["--agent", "nope"],
+                {},
+                "--agent: agent spec 'nope' is not 'echo', 'openai' or 'module:attribute'",
+            ),
+            ([], {"NANOBOT_HOST": "0.0.0.0"}, "NANOBOT_HOST: 0.0.0.0 serves the network, so set an API key"),
+        ):
+            result = subprocess.run(
+                [sys.executable, "-m", "nanobot", "serve", *argv],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("NANOBOT_")}, **env},
+            )
+            assert result.returncode == 2
+            assert result.stderr.startswith(f"nanobot serve: error: {says}"), result.stderr
+            assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_version_and_help_grouped_by_topic_with_readable_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from nanobot import __version__
+    from nanobot.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"nanobot {__version__}\n"
+    assert main(["serve", "--help"]) == 0
+    text = capsys.readouterr().out
+    topics = ["serving:", "agent:", "relay (the openai agent):", "limits:", "operations:", "scale-out:"]
+    at = [text.index(f"\n{topic}\n") for topic in topics]
+    assert at == sorted(at)
+    squeezed = " ".join(text.split())
+    for shown in ("default: 7 days", "default: 120 s", "default: 16 MiB", "default: 8 KiB", "default: off"):
+        assert shown in squeezed
+    assert (
+        "()" not in text
+        and "604800" not in text
+        and "None" not in text
+        and "usage: nanobot serve [OPTIONS]" in text
+    )
+
+
+def test_a_blank_key_in_the_environment_is_refused_for_uvicorn_too() -> None:
+    """``asgi/app.py`` reads ``Settings.from_env``: the same checks, naming the variable."""
+    with pytest.raises(ConfigError, match=r"^NANOBOT_API_KEY: must not be blank"):
+        Settings.from_env({"NANOBOT_API_KEY": " \t"})
+    assert Settings.from_env({"NANOBOT_API_KEY": " k "}).api_key == "k"  # compared trimmed
+    assert Settings.from_env({"NANOBOT_API_KEY": ""}).api_key is None  # empty is unset
+
+
+def _open_stream(url: str) -> threading.Thread:
+    """A slow stream read on a thread of its own; returns once its response head arrived."""
+    slow = {"stream": True, "messages": [{"role": "user", "content": "one two three four five six"}]}
+    streaming = threading.Event()
+
+    def client() -> None:
+        try:
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=slow, timeout=30) as response:
+                streaming.set()
+                for _ in response.iter_bytes():
+                    pass
+        except httpx.HTTPError:
+            pass  # the server went away mid-stream: expected
+
+    reader = threading.Thread(target=client, daemon=True)
+    reader.start()
+    assert streaming.wait(10)
+    return reader
+
+
+def _wait_for_drain(url: str) -> None:
+    """Until /health answers 503 (draining); a connection refused or reset by a worker that
+    already stopped is tried again."""
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 503:
+                return
+        except httpx.TransportError:
+            continue
+    raise AssertionError("the server never started draining")
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "asgi"])
+def test_workers_cut_by_a_second_signal_make_the_supervisor_exit_non_zero(stack: str) -> None:
+    """``--workers 2``: SIGTERM drains (an open stream keeps a worker busy), SIGINT kills the
+    workers and cuts the stream: the supervisor exits 128 + SIGINT, as one process does. With
+    nothing open, SIGTERM alone ends it with 0; a second server on its port is refused."""
+    with running_redis() as redis:
+        workers = ("--stack", stack, "--workers", "2", "--redis-url", redis.url)
+        with launched(*workers, "--echo-delay", "2") as (process, url):
+            reader = _open_stream(url)
+            process.send_signal(signal.SIGTERM)
+            _wait_for_drain(url)
+            assert process.poll() is None, "the first signal should wait for the open stream"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 128 + signal.SIGINT
+            output = process.communicate(timeout=10)[0]
+            assert "SIGINT again, stopping the workers without waiting" in output
+            reader.join(10)
+        with launched(*workers) as (process, url):
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+            again = [sys.executable, "-m", "nanobot", "serve", *workers, "--port", str(port_of(url))]
+            second = subprocess.run(again, capture_output=True, text=True, timeout=30)
+            assert second.returncode == 2  # its sockets would share the port (SO_REUSEPORT) silently
+            assert "address already in use" in second.stderr
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0

@@ -231,7 +231,7 @@ def _own(path: Path, *, shared: bool) -> IO[bytes]:
     except OSError:
         owner.close()
         raise ConfigError(
-            f"--history sqlite:{path}: another nanobot process serves this database, and two processes "
+            f"sqlite:{path}: another nanobot process serves this database, and two processes "
             "on one SQLite file lose turns of the sessions they share. Serve them as one with "
             "--workers N --redis-url redis://HOST:PORT/DB, give each --redis-url (the same Redis), "
             "keep history in Redis (--history redis://HOST:PORT/DB), or give each its own file."

@@ -17,7 +17,7 @@ from typing import Any
 from nanobot.agents.history import SYSTEM_ROLES, ChatMessage, History, MemoryHistory, open_history, trimmed
 from nanobot.agents.upstream import Completion, Upstream, UpstreamMessage
 from nanobot.api.errors import InvalidRequest
-from nanobot.config import ConfigError, Settings
+from nanobot.config import ConfigError, Settings, check_upstream
 from nanobot.events import OnEvent
 
 
@@ -40,19 +40,18 @@ class OpenAIAgent:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIAgent:
-        """The agent ``nanobot serve --agent openai`` runs; a :class:`ConfigError` names what is missing."""
+        """The agent ``nanobot serve --agent openai`` runs; a :class:`ConfigError` names the
+        setting at fault (a bad URL first, then only what is missing)."""
+        check_upstream(settings)
         url, model = settings.upstream_url, settings.upstream_model
-        if not url or not model:
-            raise ConfigError(
-                "The openai agent needs --upstream-url (e.g. http://localhost:11434/v1) and "
-                "--upstream-model (or NANOBOT_UPSTREAM_URL and NANOBOT_UPSTREAM_MODEL)."
+        assert url and model  # check_upstream made sure
+        try:
+            # Processes ordering turns through one Redis may share a SQLite file; others may not.
+            history = open_history(
+                settings.history, ttl=settings.session_ttl or None, shared=bool(settings.redis_url)
             )
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"--upstream-url must start with http:// or https://, not {url!r}")
-        # Processes ordering turns through one Redis may share a SQLite file; others may not.
-        history = open_history(
-            settings.history, ttl=settings.session_ttl or None, shared=bool(settings.redis_url)
-        )
+        except ConfigError as exc:
+            raise ConfigError(exc.problem.removeprefix("history "), "history") from exc.__cause__
         return cls(
             Upstream(
                 url,

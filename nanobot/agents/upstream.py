@@ -338,7 +338,8 @@ class Upstream:
                 f"{where} rejected the request ({status}): {detail}", param=param, code=code
             )
         if status == 404:
-            detail += "; check --upstream-url (it usually ends in /v1) and --upstream-model"
+            hint = "check --upstream-url (it usually ends in /v1) and --upstream-model"
+            detail = f"{detail.rstrip('.')}; {hint}"
         return UpstreamFailed(f"{where} answered {status}: {detail}")
 
 

@@ -67,6 +67,13 @@ REFUSALS = [
         refuse(503, b"<html>"), 502, "upstream_error", "answered 503: Service Unavailable", id="503"
     ),
     pytest.param(refuse(404, {"detail": "no"}), 502, "upstream_error", "no; check --upstream-url", id="404"),
+    pytest.param(
+        refuse(404, {"error": {"message": "No model 'nanobot'."}}),
+        502,
+        "upstream_error",
+        "No model 'nanobot'; check --upstream-url",  # one stop, not '.;'
+        id="404-sentence",
+    ),
     pytest.param(refuse(429, headers={"Retry-After": "7"}), 429, "rate_limit_exceeded", "(429)", id="429"),
 ]
 

@@ -141,7 +141,7 @@ async def test_a_second_process_on_one_sqlite_file_is_refused(tmp_path: Path) ->
     owner = SQLiteHistory(path)
     try:
         for shared in (False, True):  # nor may a process ordering turns through Redis join it
-            with pytest.raises(ConfigError, match=r"--history sqlite:.*--redis-url"):
+            with pytest.raises(ConfigError, match=r"sqlite:.*another nanobot process.*--redis-url"):
                 SQLiteHistory(path, shared=shared)
     finally:
         await owner.aclose()

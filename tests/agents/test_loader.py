@@ -41,8 +41,15 @@ async def test_the_environment_configures_the_openai_agent(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("settings", "says"),
     [
-        (Settings(agent="openai"), "needs --upstream-url"),
-        (Settings(agent="openai", upstream_url="http://h/v1"), "needs --upstream-url"),
+        (Settings(agent="openai"), "^--upstream-url and --upstream-model: needed by the openai agent"),
+        (
+            Settings(agent="openai", upstream_url="http://h/v1"),
+            "^--upstream-model: needed by the openai agent",
+        ),
+        (
+            Settings(agent="openai", upstream_url="localhost:11434"),
+            "^--upstream-url: must start with http://",
+        ),
         (Settings(agent="openai", upstream_url="localhost:11434", upstream_model="m"), "http://"),
         (Settings(agent="openai", upstream_url="http://h/v1", upstream_model="m", history="disk"), "history"),
     ],
@@ -58,4 +65,7 @@ def test_nanobot_serve_says_what_is_missing(
     for name in [n for n in os.environ if n.startswith("NANOBOT_")]:
         monkeypatch.delenv(name)
     assert main(["serve", "--agent", "openai", "--upstream-model", "m", "--port", "0"]) == 2
-    assert "needs --upstream-url" in capsys.readouterr().err
+    assert (
+        capsys.readouterr().err
+        == "nanobot serve: error: --upstream-url: needed by the openai agent (e.g. http://localhost:11434/v1)\n"
+    )
