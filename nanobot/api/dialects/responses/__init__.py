@@ -28,9 +28,10 @@ from nanobot.api.dialects.responses.encode import ResponsesStream
 from nanobot.api.dialects.responses.parse import ResponsesRequest, parse_responses_request
 from nanobot.api.dialects.responses.store import MemoryResponses, ResponseStore
 from nanobot.api.driver import unstreamed
-from nanobot.api.errors import APIError, NotFound
+from nanobot.api.errors import APIError, InvalidRequest, NotFound
 from nanobot.api.request import SESSION_HEADERS, ChatRequest, Limits, Message, check_session_id
 from nanobot.api.sse import PING
+from nanobot.api.tools import check_tool_results
 from nanobot.events import read_tool_calls
 
 RESPONSES_PATH = "/v1/responses"
@@ -98,6 +99,7 @@ class Responses:
         if session is None and request.store:
             session = f"resp-{secrets.token_hex(12)}"
         head = (Message("system", request.instructions),) if request.instructions else ()
+        _check_outputs((*history, *request.input), session=session is not None)
         return replace(
             request, messages=(*head, *history, *request.input), history=history, session_id=session
         )
@@ -157,6 +159,20 @@ class Responses:
             reason=reply.finish_reason,
             completed_at=int(time.time()),
         )
+
+
+def _check_outputs(messages: tuple[Message, ...], *, session: bool) -> None:
+    """Every ``function_call_output`` answers an earlier ``function_call`` (in a session, a
+    request of outputs alone is the agent's to check): the core's rule, in this API's words."""
+    try:
+        check_tool_results(messages, session=session)
+    except InvalidRequest:
+        raise InvalidRequest(
+            "A 'function_call_output' answers no earlier 'function_call' of this input or of the "
+            "previous response.",
+            param="input",
+            code="unknown_tool_call_id",
+        ) from None
 
 
 def _not_found(response_id: str) -> NotFound:

@@ -69,6 +69,7 @@ class ResponsesStream:
 
     __slots__ = (
         "_calls",
+        "_clock",
         "_created",
         "_final",
         "_held",
@@ -98,7 +99,9 @@ class ResponsesStream:
         model: str,
         names: Mapping[str, tuple[str | None, str]],
         summary: bool,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock  #: for ``completed_at``
         self._settings = settings
         self._turn_id = turn_id
         self._created = created
@@ -224,7 +227,7 @@ class ResponsesStream:
             usage=usage,
             reason=reason,
             error=error,
-            completed_at=int(time.time()) if final else None,
+            completed_at=int(self._clock()) if final else None,
         )
 
     def _add(self, item: Item) -> bytes:
