@@ -425,6 +425,8 @@ async def test_other_errors_before_the_stream(serve: Serve) -> None:
     assert_error(await http.get(f"{PATH}/resp_unknown", headers=auth), 404, code="response_not_found")
     assert_error(await http.put(f"{PATH}/resp_unknown", headers=auth), 405)
     assert_error(await http.get(PATH, headers=auth), 405)
+    form = await http.post(PATH, data={"message": "hi"}, files={"f": ("a.txt", b"x")}, headers=auth)
+    assert_error(form, 415, param="content-type")
     bad_session = {**auth, "session-id": "/bad"}
     assert_error(await http.post(PATH, json={"input": "hi"}, headers=bad_session), 400, param="session-id")
 

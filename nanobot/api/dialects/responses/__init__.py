@@ -28,7 +28,7 @@ from nanobot.api.dialects.responses.encode import ResponsesStream
 from nanobot.api.dialects.responses.parse import ResponsesRequest, parse_responses_request
 from nanobot.api.dialects.responses.store import MemoryResponses, ResponseStore
 from nanobot.api.driver import unstreamed
-from nanobot.api.errors import APIError, InvalidRequest, NotFound
+from nanobot.api.errors import APIError, InvalidRequest, NotFound, UnsupportedMediaType
 from nanobot.api.request import SESSION_HEADERS, ChatRequest, Limits, Message, check_session_id
 from nanobot.api.sse import PING
 from nanobot.api.tools import check_tool_results
@@ -81,7 +81,10 @@ class Responses:
         """Continue the stored conversation of ``previous_response_id`` (404 when it is unknown
         or expired) in its session; else a session the headers name; else, when the response
         is stored, a new session for the chain it starts."""
-        assert isinstance(request, ResponsesRequest)
+        if not isinstance(request, ResponsesRequest):  # the core parsed a multipart form
+            raise UnsupportedMediaType(
+                "Send a Responses request as 'Content-Type: application/json'.", param="content-type"
+            )
         history: tuple[Message, ...] = ()
         session: str | None = None
         if request.previous_response_id is not None:
