@@ -44,8 +44,8 @@ from nanobot.events import (
 )
 
 _STREAMING = StreamState.STREAMING
-_SEQ = b',"sequence_number":'
-_END = b"}\n\n"
+#: A delta event: what opens its item (if anything), its head, the escaped text, its number.
+_DELTA = b'%b%b%b,"sequence_number":%d}\n\n'
 _LINE_BREAKS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
 
 
@@ -166,7 +166,7 @@ class ResponsesStream:
         item.parts.append(text)
         seq = self._seq
         self._seq = seq + 1
-        return opening + self._message_head + json_text(text) + _SEQ + str(seq).encode() + _END
+        return _DELTA % (opening, self._message_head, json_text(text), seq)
 
     def reasoning(self, text: str) -> bytes:
         """A reasoning delta (or an activity line)."""
@@ -181,7 +181,7 @@ class ResponsesStream:
         item.parts.append(text)
         seq = self._seq
         self._seq = seq + 1
-        return opening + self._reasoning_head + json_text(text) + _SEQ + str(seq).encode() + _END
+        return _DELTA % (opening, self._reasoning_head, json_text(text), seq)
 
     # -- storing ahead of the end -----------------------------------------------------------
 
