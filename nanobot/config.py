@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from nanobot.api.dialects.responses.store import ResponseStore
     from nanobot.api.sessions import Sessions
 
 from nanobot import __version__
@@ -183,7 +184,15 @@ class Settings:
             "max_pending": self.max_pending,
             "metrics_public": self.metrics_public,
             "sessions": self.shared_sessions(),
+            "response_store": self.response_store(),
         }
+
+    def response_store(self) -> ResponseStore:
+        """Where ``/v1/responses`` keeps stored responses: ``--history``'s store (Redis when
+        ``--redis-url`` is set and ``--history`` is memory, so every worker sees them)."""
+        from nanobot.api.dialects.responses.store import open_response_store
+
+        return open_response_store(self.history, ttl=self.session_ttl or None, redis_url=self.redis_url)
 
     def shared_sessions(self) -> Sessions | None:
         """Per-session turn order in Redis when ``--redis-url`` is set (made per process)."""
@@ -210,9 +219,7 @@ OPENAI_ONLY = (
     "upstream_api_key",
     "upstream_follow_redirects",
     "system_prompt",
-    "history",
     "history_max_messages",
-    "session_ttl",
 )
 HELP = {
     "stack": "HTTP stack: aiohttp, or asgi (Starlette on uvicorn)",
@@ -243,9 +250,11 @@ HELP = {
     "upstream_follow_redirects": "openai agent: follow the upstream's redirects within its origin "
     "(scheme, host, port); without it any redirect is a 502",
     "system_prompt": "openai agent: system prompt put first in every session",
-    "history": "openai agent: session store, 'memory', 'sqlite:PATH' or 'redis://HOST:PORT/DB'",
+    "history": "openai agent's sessions and /v1/responses' stored responses: 'memory', 'sqlite:PATH' "
+    "or 'redis://HOST:PORT/DB'",
     "history_max_messages": "openai agent: messages kept per session (oldest turns dropped first)",
-    "session_ttl": "openai agent, redis history: seconds an idle session's conversation is kept (0: forever)",
+    "session_ttl": "seconds a stored response, and (redis history) an idle session's conversation, "
+    "are kept (0: forever)",
     "media_dir": "where a turn's images and files are written (default: a temp folder)",
     "max_media_bytes": "largest image or file accepted (413 above)",
     "keep_media": "keep a turn's media files after the turn instead of removing them",

@@ -270,7 +270,7 @@ def test_the_banner_never_prints_the_key() -> None:
     assert "sk-very-secret" not in output
 
 
-@pytest.mark.parametrize("flag", [["--history", "sqlite:x.db"], ["--upstream-api-key", "k"]])
+@pytest.mark.parametrize("flag", [["--history-max-messages", "10"], ["--upstream-api-key", "k"]])
 def test_openai_only_settings_with_another_agent_are_an_error(flag: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["serve", "--agent", "echo", *flag], environ={})

@@ -69,6 +69,14 @@ def create_asgi_app(
     async def openapi(request: Request) -> Response:
         return _respond(service.openapi(request.headers))
 
+    async def stored_response(request: Request) -> Response:
+        server = request.scope.get("server")
+        local = server[0] if server else None
+        response_id = request.path_params["response_id"]
+        if request.method == "DELETE":
+            return _respond(await service.delete_response(request.headers, response_id, local_address=local))
+        return _respond(await service.get_response(request.headers, response_id, local_address=local))
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
@@ -92,6 +100,7 @@ def create_asgi_app(
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in turns.items()),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+            Route("/v1/responses/{response_id}", stored_response, methods=["GET", "DELETE"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

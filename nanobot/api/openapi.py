@@ -10,7 +10,7 @@ _ERROR_STATUSES = {
     "400": "Invalid request: the error's `param` names the field.",
     "401": "Missing or wrong API key.",
     "403": "A browser origin that may not call this server.",
-    "404": "Unknown model.",
+    "404": "Unknown model, or unknown or expired (previous) response.",
     "408": "The request body did not arrive in time.",
     "413": "Request body or a media item too large.",
     "415": "The body is neither JSON nor a multipart form.",
@@ -195,6 +195,47 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_RESPONSES_REQUEST = {
+    "type": "object",
+    "required": ["input"],
+    "description": "OpenAI's Responses request (see the README's 'Responses API' for what is honoured).",
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "instructions": {"type": ["string", "null"]},
+        "previous_response_id": {"type": ["string", "null"]},
+        "store": {"type": "boolean"},
+        "stream": {"type": "boolean"},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+        "max_output_tokens": {"type": "integer", "minimum": 1},
+        "reasoning": {"type": "object"},
+        "text": {"type": "object"},
+        "metadata": {"type": "object"},
+    },
+}
+_RESPONSE = {
+    "type": "object",
+    "required": ["id", "object", "created_at", "status", "model", "output", "error", "incomplete_details"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "response"},
+        "created_at": {"type": "integer"},
+        "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "usage": {"type": ["object", "null"]},
+        "error": {"type": ["object", "null"]},
+        "incomplete_details": {"type": ["object", "null"]},
+    },
+}
+_STREAMED_RESPONSE = (
+    "A response object (JSON), or with `stream: true` an SSE stream of Responses events (`event:` "
+    "and `data:` lines) ending `response.completed`, `response.incomplete` or `response.failed`."
+)
+_RESPONSE_ID = [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
 def openapi_document(model_name: str) -> dict[str, Any]:
     """The document, naming the one model this server serves."""
     chat_ok = {
@@ -217,6 +258,8 @@ def openapi_document(model_name: str) -> dict[str, Any]:
                 "Usage": _USAGE,
                 "Model": _MODEL,
                 "Error": _ERROR,
+                "ResponsesRequest": _RESPONSES_REQUEST,
+                "Response": _RESPONSE,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -234,6 +277,54 @@ def openapi_document(model_name: str) -> dict[str, Any]:
                     },
                     "responses": {"200": chat_ok, **_errors(*_ERROR_STATUSES)},
                 }
+            },
+            "/v1/responses": {
+                "post": {
+                    "operationId": "createResponse",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ResponsesRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": _STREAMED_RESPONSE,
+                            "content": {
+                                "application/json": {"schema": _ref("Response")},
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_errors(*_ERROR_STATUSES),
+                    },
+                }
+            },
+            "/v1/responses/{response_id}": {
+                "get": {
+                    "operationId": "retrieveResponse",
+                    "parameters": _RESPONSE_ID,
+                    "responses": {
+                        "200": _json(_ref("Response"), "A stored response."),
+                        **_errors("401", "404", "421", "503"),
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteResponse",
+                    "parameters": _RESPONSE_ID,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["id", "object", "deleted"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "object": {"const": "response"},
+                                    "deleted": {"const": True},
+                                },
+                            },
+                            "The response is forgotten.",
+                        ),
+                        **_errors("401", "404", "421", "503"),
+                    },
+                },
             },
             "/v1/models": {
                 "get": {

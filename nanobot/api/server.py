@@ -67,6 +67,8 @@ def create_app(
         app.router.add_post(path, _turn, expect_handler=_expect)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model_id:.+}", _model)
+    app.router.add_get("/v1/responses/{response_id}", _get_response)
+    app.router.add_delete("/v1/responses/{response_id}", _delete_response)
     app.router.add_get("/health", _health)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/metrics", _metrics)
@@ -163,6 +165,21 @@ async def _models(request: web.Request) -> web.StreamResponse:
 
 async def _model(request: web.Request) -> web.StreamResponse:
     return _respond(request.app[SERVICE].get_model(request.headers, request.match_info["model_id"]))
+
+
+async def _get_response(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    response_id = request.match_info["response_id"]
+    return _respond(
+        await service.get_response(request.headers, response_id, local_address=_local_address(request))
+    )
+
+
+async def _delete_response(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    response_id = request.match_info["response_id"]
+    reply = await service.delete_response(request.headers, response_id, local_address=_local_address(request))
+    return _respond(reply)
 
 
 async def _health(request: web.Request) -> web.StreamResponse:

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +26,8 @@ from nanobot.api.collector import ReplyCollector
 from nanobot.api.cors import CORSPolicy
 from nanobot.api.dialects import Dialect
 from nanobot.api.dialects.chat import CHAT, CHAT_PATH
+from nanobot.api.dialects.responses import RESPONSES_PATH, Responses
+from nanobot.api.dialects.responses.store import ResponseStore
 from nanobot.api.driver import EMPTY_REPLY, Finished, Invoke, StreamTurn, outcome_of, run_turn
 from nanobot.api.errors import (
     AgentFailed,
@@ -94,6 +96,7 @@ class ServiceOptions(TypedDict, total=False):
     max_streams: int | None
     max_pending: int | None
     metrics_public: bool
+    response_store: ResponseStore | None
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -139,6 +142,7 @@ class ChatService:
         max_streams: int | None = None,
         max_pending: int | None = None,
         metrics_public: bool = False,
+        response_store: ResponseStore | None = None,
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -166,7 +170,8 @@ class ChatService:
         self.waiting = Waiting()  #: turns waiting for their session
         self._openapi = orjson.dumps(openapi_document(model_name))
         #: The routes of a turn, each with its dialect.
-        self.dialects: dict[str, Dialect] = {CHAT.path: CHAT}
+        self.responses = Responses(response_store, model=model_name)
+        self.dialects: dict[str, Dialect] = {CHAT.path: CHAT, RESPONSES_PATH: self.responses}
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -271,7 +276,7 @@ class ChatService:
             else:
                 request, attachments = self._parse(dialect, raw, headers, form)
             self._check_model(request.model)
-            request = await dialect.prepare(request)
+            request = await dialect.prepare(request, headers)
             named = access.session = named_session(request, headers)
             check_tool_results(request.messages, session=named is not None)
             if named is not None:
@@ -308,6 +313,33 @@ class ChatService:
         error = MethodNotAllowed(f"Method {method} is not allowed for {path}.")
         return self.error(error, self.reply_headers(headers))
 
+    async def get_response(
+        self, headers: Mapping[str, str], response_id: str, *, local_address: str | None = None
+    ) -> JSONReply:
+        """``GET /v1/responses/{id}``: a stored response, or 404."""
+        return await self._stored(headers, local_address, self.responses.retrieve, response_id)
+
+    async def delete_response(
+        self, headers: Mapping[str, str], response_id: str, *, local_address: str | None = None
+    ) -> JSONReply:
+        """``DELETE /v1/responses/{id}``: forget a stored response, or 404."""
+        return await self._stored(headers, local_address, self.responses.delete, response_id)
+
+    async def _stored(
+        self,
+        headers: Mapping[str, str],
+        local_address: str | None,
+        action: Callable[[str], Awaitable[dict[str, Any]]],
+        response_id: str,
+    ) -> JSONReply:
+        base = self.reply_headers(headers)
+        try:
+            self.authorize(headers)
+            self.guard.check(headers, local_address)
+            return self._json(200, await action(response_id), base)
+        except APIError as exc:
+            return self.error(exc, base, self.responses)
+
     async def drain(self, timeout: float | None = None) -> None:
         """Shut down gently: refuse new turns (503), give open ones ``timeout`` s (default
         ``drain_timeout``), then stop the rest: each ends with a shutdown error, never silently."""
@@ -325,7 +357,10 @@ class ChatService:
             if inspect.isawaitable(result):
                 await result
         finally:
-            await self.sessions.aclose()
+            try:
+                await self.sessions.aclose()
+            finally:
+                await self.responses.aclose()
 
     # -- pieces -------------------------------------------------------------------------------
 

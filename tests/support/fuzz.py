@@ -63,6 +63,7 @@ FIELDS = (
     *("messages", "model", "stream", "stream_options", "session_id", "n", "logprobs", "top_logprobs"),
     *("tools", "functions", "tool_choice", "function_call", "response_format", "modalities", "audio"),
     *("temperature", "max_tokens", "stop", "user", "metadata", "seed", "role", "content", "type", "url"),
+    *("input", "instructions", "previous_response_id", "store", "reasoning", "text", "include", "call_id"),
     *("parallel_tool_calls", "tool_calls", "tool_call_id", "function", "name", "parameters", "arguments"),
 )
 TOOL: JSON = {
@@ -101,7 +102,10 @@ MODEL_IDS = alts(
     b"nanobot|other|..%2F..%2Fetc|\xe5\x90\x8d|%E5%90%8D|a%00b|nanobot/extra|%ff|%|nano%62ot|\xff\xfe|%2e%2e"
     b"|nanobot%20|" + b"a" * 3000
 )
-ROUTES = alts(b"/v1/chat/completions|/v1/models|/v1/models/|/health|/openapi.json|/|/v1/x")
+ROUTES = alts(
+    b"/v1/chat/completions|/v1/models|/v1/models/|/health|/openapi.json|/|/v1/x"
+    b"|/v1/responses|/v1/responses/resp_x|/v1/responses/|/v1/responses/resp_x/input_items"
+)
 ODD_METHODS = alts(b"post|FOO|M-SEARCH|PROPFIND|CONNECT|TRACE|GE T|G\xffT|" + b"A" * 100)
 ODD_VERSIONS = alts(b"HTTP/1.2|HTTP/2.0|HTTP/0.9|http/1.1|HTTP/1.1 x|HTTP/11|HTTP/1.")
 TRANSFER_ENCODINGS = alts(
@@ -117,6 +121,7 @@ OPTIONAL_HEADERS: tuple[tuple[float, bytes, tuple[bytes, ...]], ...] = (
     (0.15, b"X-Session-Id: {}", IDS),
     (0.05, b"X-OpenWebUI-Chat-Id: {}", IDS),
     (0.15, b"X-Request-Id: {}", IDS),
+    (0.05, b"Session-Id: {}", IDS),
     (0.2, b"Accept: {}", alts(b"text/event-stream|application/json|*/*|\xff|text/html")),
     (0.1, b"Accept-Encoding: {}", alts(b"gzip, deflate, br|*;q=0|\xff|zstd")),
     (0.05, b"Expect: {}", alts(b"100-continue|100-Continue|bogus")),
@@ -174,6 +179,7 @@ class Grammar:
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        self.responses = False  #: this request goes to /v1/responses (when it is a POST)
 
     def chance(self, p: float) -> bool:
         return self.rng.random() < p
@@ -241,6 +247,78 @@ class Grammar:
             self.add_tools(body, messages)
         return body
 
+    def responses_body(self) -> dict[str, JSON]:
+        """A valid Responses request, as the openai SDK and Codex CLI send them."""
+        rng = self.rng
+        text: JSON = rng.choice(TEXTS)
+        body: dict[str, JSON] = {"input": text}
+        if self.chance(0.6):
+            content: list[JSON] = [{"type": "input_text", "text": text}]
+            if self.chance(0.3):
+                url = self.image_url()
+                content.append(
+                    {"type": "input_image", "image_url": url["url"] if isinstance(url, dict) else url}
+                )
+            items: list[JSON] = [{"type": "message", "role": "user", "content": content}]
+            if self.chance(0.3):
+                items.insert(
+                    0, {"role": "developer", "content": [{"type": "input_text", "text": "be brief"}]}
+                )
+            if self.chance(0.3):
+                call = {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "get_weather"}
+                items += [
+                    {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": None},
+                    {**call, "arguments": '{"city": "Oslo"}'},
+                    {
+                        "type": "function_call_output",
+                        "id": "fco_1",
+                        "call_id": "c1",
+                        "output": rng.choice(TEXTS),
+                    },
+                ]
+            body["input"] = items
+        if self.chance(0.3):
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "name": "get_weather",
+                    "strict": False,
+                    "parameters": {"type": "object"},
+                },
+                {
+                    "type": "namespace",
+                    "name": "ns",
+                    "description": "d",
+                    "tools": [{"type": "function", "name": "f"}],
+                },
+                {"type": "web_search"},
+            ]
+            body["tool_choice"] = rng.choice(
+                ["auto", "none", "required", {"type": "function", "name": "get_weather"}]
+            )
+            if self.chance(0.3):
+                body["input"] = '/call get_weather {"city": "Rome"}'
+        for name, value in (
+            ("model", "nanobot"),
+            ("stream", self.chance(0.6)),
+            ("store", self.chance(0.5)),
+            ("instructions", "be kind"),
+            ("previous_response_id", rng.choice(("resp_x", "bad", "resp_" + "a" * 200))),
+            ("reasoning", {"effort": "low", "summary": "auto"}),
+            ("include", ["reasoning.encrypted_content"]),
+            ("text", {"format": rng.choice(({"type": "text"}, {"type": "json_object"}))}),
+            ("max_output_tokens", 5),
+            ("metadata", {"k": "v"}),
+            ("prompt_cache_key", "k"),
+            ("client_metadata", {"a": "b"}),
+            ("truncation", "auto"),
+            ("parallel_tool_calls", False),
+            ("background", self.chance(0.5)),
+        ):
+            if self.chance(0.15):
+                body[name] = value
+        return body
+
     def add_tools(self, body: dict[str, JSON], messages: list[JSON]) -> None:
         """Client tools, and often a finished tool call with its result (or a call to make)."""
         rng = self.rng
@@ -278,7 +356,7 @@ class Grammar:
         return self.odd_value() if self.chance(0.03) else doc
 
     def json_body(self) -> bytes:
-        text = dump(self.mutate(self.chat()))
+        text = dump(self.mutate(self.responses_body() if self.responses else self.chat()))
         raw = text.encode("utf-8", "surrogatepass")
         if not self.chance(0.15):
             return raw
@@ -342,7 +420,8 @@ class Grammar:
 
     def target(self, method: bytes) -> bytes:
         rng = self.rng
-        path = b"/v1/chat/completions" if method == b"POST" and self.chance(0.85) else rng.choice(ROUTES)
+        turn = b"/v1/responses" if self.responses else b"/v1/chat/completions"
+        path = turn if method == b"POST" and self.chance(0.85) else rng.choice(ROUTES)
         if path == b"/v1/models/":
             path += rng.choice(MODEL_IDS)
         if not self.chance(0.3):
@@ -455,6 +534,7 @@ class Grammar:
             (3, rng.choice((b"DELETE", b"PATCH"))), (6, rng.choice(ODD_METHODS)),
         )  # fmt: skip
         version = weighted(rng, (85, b"HTTP/1.1"), (9, b"HTTP/1.0"), (6, rng.choice(ODD_VERSIONS)))
+        self.responses = self.chance(0.35)
         body, content_type = self.body_and_type(method)
         headers = [b"Host: localhost:8900" if self.chance(0.9) else rng.choice(HOSTS)]
         if content_type is not None:

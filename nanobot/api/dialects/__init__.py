@@ -9,6 +9,7 @@ route a path to it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from nanobot.api.completion import Reply
@@ -61,8 +62,9 @@ class Dialect(Protocol):
         """The status and error JSON of a failed request (before any stream byte)."""
         ...
 
-    async def prepare(self, request: ChatRequest) -> ChatRequest:
-        """Complete a parsed request from stored state (e.g. a previous response)."""
+    async def prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> ChatRequest:
+        """Complete a parsed request from stored state (e.g. a previous response) and from
+        the request's headers (e.g. ones that name a session)."""
         ...
 
     async def finished(self, request: ChatRequest, reply: Reply, turn_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from nanobot.api.completion import Reply, completion_body
@@ -35,7 +36,7 @@ class ChatCompletions:
     def error(self, error: APIError) -> tuple[int, Any]:
         return error.status, error.to_body()
 
-    async def prepare(self, request: ChatRequest) -> ChatRequest:
+    async def prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> ChatRequest:
         return request
 
     async def finished(self, request: ChatRequest, reply: Reply, turn_id: str) -> None:
