@@ -364,7 +364,11 @@ BAD_COMMANDS = [
     (["serve", "--api-key", ""], {}, "--api-key: must not be blank"),
     (["serve", "--bogus"], {}, "--bogus: no such option (nanobot serve --help lists the options)"),
     (["serve", "stray"], {}, "stray: unexpected argument"),
-    (["serve", "--history", "sqlite:x.db"], {}, "--history: only applies to the openai agent, not to 'echo'"),
+    (
+        ["serve", "--system-prompt", "be brief"],
+        {},
+        "--system-prompt: only applies to the openai agent, not to 'echo'",
+    ),
     (["serve", "--workers", "2"], {}, "--workers: 2 workers need --redis-url redis://HOST:PORT/DB"),
     (["serve", "--redis-url", "http://r"], {}, "--redis-url: must be a redis:// or rediss:// URL"),
     (["serve"], {"NANOBOT_PORT": "abc"}, "NANOBOT_PORT: expected a whole number, not 'abc'"),
