@@ -14,12 +14,14 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import orjson
 
+from benchmarks import quickreport as quick
 from benchmarks.checks import self_test
 from benchmarks.harness import QUIET, Suite, describe, progress, run_load, run_suite
 from benchmarks.plot import plot
@@ -82,14 +84,14 @@ def run_local(args: argparse.Namespace) -> int:
         steps = select(steps, [name.strip() for name in args.workloads.split(",") if name.strip()])
     self_test()
     progress(f"benchmarks ({mode}): {len(servers)} servers x {sum(s.reported for s in steps)} steps")
-    suite = run_suite(servers, steps)
-    suite.results.extend(fits(suite.results))
+    suite = run_suite(servers, steps, quick=args.quick)
+    if not args.quick:
+        suite.results.extend(fits(suite.results))
     if any(r["server"] in SCALE for r in suite.results):
         suite.redis_cost = redis_cost(quick=args.quick, notes=suite.notes)
     if not args.quick:
         suite.notes.extend(busy(suite.results))
     if args.quick:
-        suite.notes.append("--quick checks correctness only: its timings are too short to mean anything")
         missing = [name for name in REQUIRED if name in suite.skipped]
         suite.notes.extend(f"{name}: required for --quick but skipped" for name in missing)
     publish(args.out, mode, suite, steps)
@@ -99,21 +101,33 @@ def run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``--quick``'s pass of :mod:`benchmarks.rediscost`: every store's turns run once, briefly
+#: (it proves the step works; its figures are not reported).
+QUICK_REDIS_COST = ("--turns", "32", "--rounds", "1", "--warmup", "8")
+
+
 def redis_cost(*, quick: bool, notes: list[str]) -> dict[str, Any] | None:
-    """:mod:`benchmarks.rediscost` in a child (its own redis-server), after the servers stopped."""
-    args = ["--json", *(["--turns", "100"] if quick else [])]
-    progress("timing Redis's round trips alone (benchmarks.rediscost)")
+    """:mod:`benchmarks.rediscost` in a child (its own redis-server), after the servers stopped.
+
+    The child reports each round on stderr, so a long full run is not silent."""
+    args = ["--json", *(QUICK_REDIS_COST if quick else ())]
+    what = "checking that Redis's round trips run" if quick else "timing Redis's round trips alone"
+    progress(f"{what} (benchmarks.rediscost)")
+    started = time.monotonic()
     try:
         with running("benchmarks.rediscost", *args) as child:
             line = read_line(child, 300.0)
             code = child.wait(timeout=30)
     except (OSError, TimeoutError, subprocess.TimeoutExpired) as exc:
         notes.append(f"benchmarks.rediscost failed: {exc}")
+        progress(f"benchmarks.rediscost failed: {exc}")
         return None
     if code != 0 or not line:
         notes.append(f"benchmarks.rediscost failed (exit {code})")
+        progress(f"benchmarks.rediscost failed (exit {code})")
         return None
     result: dict[str, Any] = orjson.loads(line)
+    progress(f"benchmarks.rediscost: done, {len(result['rows'])} stores ({time.monotonic() - started:.1f} s)")
     return result
 
 
@@ -142,6 +156,9 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step], endpoint: str
 
     ``endpoint`` (``--url`` mode) names what was measured, in the plot's title."""
     facts = machine()
+    if mode == "quick":
+        publish_quick(out, suite, steps, facts)
+        return
     echo = [r for r in suite.results if not r.get("relay") and r["server"] not in SCALE]
     tables = [table(echo) if echo else "", relay_table(suite.results), scale_table(suite.results)]
     text = "\n\n".join(t for t in tables if t)
@@ -169,15 +186,51 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step], endpoint: str
     if summary:
         print(f"\n{summary}")
     (out / f"{mode}.md").write_text(f"{text}\n\n{summary}\n", encoding="utf-8")
-    machine_text = f"{facts['nproc']} x {facts['cpu']}, Python {facts['python']}"
     if endpoint:
-        title = f"{endpoint}, {facts['date']}, load client on {machine_text}"
+        title = f"{endpoint}, {facts['date']}, load client on {_machine_text(facts)}"
     else:
-        title = f"nanobot-api benchmarks, {facts['date']}, commit {facts['code']}, {machine_text}"
-    if plot([r for r in suite.results if r["server"] not in SCALE], out / f"{mode}.png", title):
-        print(f"wrote {out / mode}.json, .md, .png")
+        title = f"nanobot-api benchmarks, {facts['date']}, commit {facts['code']}, {_machine_text(facts)}"
+    drawn = plot([r for r in suite.results if r["server"] not in SCALE], out / f"{mode}.png", title)
+    _wrote(out / mode, drawn)
+
+
+def publish_quick(out: Path, suite: Suite, steps: list[Step], facts: dict[str, Any]) -> None:
+    """``--quick``: validity and each stream's TTFT (:mod:`benchmarks.quickreport`), no figure
+    that a handful of requests cannot give; the JSON keeps every field."""
+    text = quick.table(suite.results)
+    print(text)
+    for note in suite.notes:
+        print(f"- {note}")
+    for result in suite.invalid:
+        print(f"- INVALID {result['server']} {result['label']}: {result.get('error')}")
+    if suite.redis_cost is not None:
+        print(
+            f"- benchmarks.rediscost ran every store ({len(suite.redis_cost['rows'])}); figures not reported"
+        )
+    document: dict[str, Any] = {
+        "mode": "quick",
+        "machine": facts,
+        "steps": [s.to_dict() for s in steps],
+        "results": suite.results,
+        "notes": suite.notes,
+        "redis_cost": suite.redis_cost,
+    }
+    write_json(out / "quick.json", document)
+    (out / "quick.md").write_text(f"{text}\n", encoding="utf-8")
+    heading = quick.title([s.concurrency for s in steps if s.reported])
+    heading += f"\n{facts['date']}, commit {facts['code']}, {_machine_text(facts)}"
+    _wrote(out / "quick", quick.plot(suite.results, out / "quick.png", heading))
+
+
+def _machine_text(facts: dict[str, Any]) -> str:
+    return f"{facts['nproc']} x {facts['cpu']}, Python {facts['python']}"
+
+
+def _wrote(stem: Path, drawn: bool) -> None:
+    if drawn:
+        print(f"wrote {stem}.json, .md, .png")
     else:
-        print(f"wrote {out / mode}.json, .md (no plot: matplotlib is not installed, or nothing to draw)")
+        print(f"wrote {stem}.json, .md (no plot: matplotlib is not installed, or nothing to draw)")
 
 
 def run_url(args: argparse.Namespace) -> int:

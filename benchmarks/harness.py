@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from benchmarks.processes import cores, read_line, running, stop, wait_listening
+from benchmarks import quickreport
+from benchmarks.processes import cores, read_line, running, stop, stop_all, wait_listening
 from benchmarks.servers import MODEL, SCALE_WORKLOADS, Server, by_name
 from benchmarks.workloads import Step
 
@@ -87,17 +88,22 @@ def batches(steps: list[Step]) -> list[list[Step]]:
     return groups
 
 
-def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
+def run_suite(servers: list[Server], steps: list[Step], *, quick: bool = False) -> Suite:
     """Start every server, then run each step on all of them, round after round, interleaved.
 
     Interleaving puts the figures of one workload close together in time, so a noisy neighbour
     skews them alike; a step with several rounds reports the median of its rounds, and keeps
     every round's figures (see :func:`combine`).
+
+    ``quick`` (a correctness run, no timing asserted): nothing is pinned, and each server gets
+    one load process for all its steps (a process start per step and server took most of the
+    steps' time); progress lines say only what a handful of requests can (validity, TTFT).
     """
     suite = Suite()
-    server_cpu, load_cpu = cores()
-    if server_cpu is None:
+    server_cpu, load_cpu = (None, None) if quick else cores()
+    if server_cpu is None and not quick:
         suite.notes.append("fewer than 2 usable cores: server and load are not pinned")
+    summary = quickreport.describe if quick else describe
     if not any(step.relay for step in steps):
         servers = [server for server in servers if not server.relay]
     if not any(step.reported and not step.relay and step.workload in SCALE_WORKLOADS for step in steps):
@@ -107,7 +113,7 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
         redis = start_redis(servers, load_cpu, stack, suite)
         live = start_servers(servers, server_cpu, stack, suite, upstream, redis)
         started = time.monotonic()
-        for batch in batches(steps):
+        for batch in [steps] if quick else batches(steps):
             collected: dict[str, list[dict[str, Any]]] = {}
             rounds = max(step.rounds for step in batch)
             for round_ in range(rounds):
@@ -118,9 +124,11 @@ def run_suite(servers: list[Server], steps: list[Step]) -> Suite:
                         collected.setdefault(item.server.name, []).append(result)
                         elapsed = time.monotonic() - started
                         where = f"{result['label']}, round {round_ + 1}/{rounds}"
-                        progress(f"[{where}] {item.server.name}: {describe(result)}  ({elapsed:.0f} s)")
+                        progress(f"[{where}] {item.server.name}: {summary(result)}  ({elapsed:.0f} s)")
             for item in live:
                 suite.results.extend(combine(collected.get(item.server.name, [])))
+        progress("stopping the servers")
+        stop_all([item.process for item in live])
     return suite
 
 
@@ -170,7 +178,8 @@ def start_servers(
 
     A scale-out server gets the Redis URL, and the redis-server's CPU is metered apart from
     others' (as W4's upstream's is)."""
-    live = []
+    started: list[tuple[Server, subprocess.Popen[bytes]]] = []
+    keys: dict[str, str | None] = {}
     for server in servers:
         missing = server.missing()
         if missing or (server.relay and upstream is None) or (server.redis and redis is None):
@@ -181,7 +190,7 @@ def start_servers(
             progress(f"{server.name}: skipped ({why})")
             continue
         if upstream is not None and server.name == "direct":
-            live.append(upstream)
+            started.append((server, upstream.process))
             continue
         args, env, key = [server.name, _cpu_arg(cpu if server.pinned else None)], None, None
         if upstream is not None and server.relay:
@@ -191,13 +200,20 @@ def start_servers(
         if server.name == "litellm":
             key = f"sk-bench-{secrets.token_hex(24)}"
             env = {"LITELLM_MASTER_KEY": key}
-        process = stack.enter_context(running("benchmarks.servers", *args, env=env))
+        started.append((server, stack.enter_context(running("benchmarks.servers", *args, env=env))))
+        keys[server.name] = key
+    # Every server starts at once (their imports overlap); then each is awaited in turn.
+    live = []
+    for server, process in started:
+        if upstream is not None and process is upstream.process:
+            live.append(upstream)
+            continue
         try:
             port = await_ready(process, server.start_timeout)
             upstream_process = upstream.process if upstream is not None and server.relay else None
             if redis is not None and server.redis:
                 upstream_process = redis[0]
-            live.append(Live(server, process, port, upstream_process, key))
+            live.append(Live(server, process, port, upstream_process, keys[server.name]))
         except (TimeoutError, OSError, ValueError) as exc:
             stop(process)  # now: one still starting must not share the server core with the steps
             suite.skipped.append(server.name)

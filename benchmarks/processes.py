@@ -98,6 +98,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             stream.close()
 
 
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop every process at once: each gets SIGTERM before any is waited on, so their graceful
+    shutdowns overlap (one after another, they took seconds); then :func:`stop` each, which
+    kills what outlived its grace period."""
+    for process in processes:
+        if process.poll() is None:
+            for child in _descendants(process.pid):
+                with suppress(Exception):
+                    child.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        stop(process)
+
+
 def _descendants(pid: int) -> list[Any]:
     """The child's descendants as psutil processes (empty without psutil)."""
     try:

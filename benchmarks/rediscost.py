@@ -149,9 +149,9 @@ def history_turn(history: Any) -> Turn:
     return turn
 
 
-async def sequential(turn: Turn, turns: int = TURNS) -> dict[str, float]:
+async def sequential(turn: Turn, turns: int = TURNS, warmup: int = WARMUP) -> dict[str, float]:
     """One turn after another: latency median/p99 (ms) and CPU per turn (µs)."""
-    for i in range(WARMUP):
+    for i in range(warmup):
         await turn(f"bench:{i % 8}")
     walls = []
     cpu = time.process_time()
@@ -168,14 +168,14 @@ async def sequential(turn: Turn, turns: int = TURNS) -> dict[str, float]:
     }
 
 
-async def concurrent(turn: Turn, turns: int = TURNS) -> dict[str, float]:
+async def concurrent(turn: Turn, turns: int = TURNS, warmup: int = WARMUP) -> dict[str, float]:
     """:data:`CLIENTS` sessions at once, turns back to back: CPU per turn (µs) and turns/s."""
 
     async def client(index: int, count: int) -> None:
         for _ in range(count):
             await turn(f"bench:c{index}")
 
-    await asyncio.gather(*(client(i, WARMUP // CLIENTS + 1) for i in range(CLIENTS)))
+    await asyncio.gather(*(client(i, warmup // CLIENTS + 1) for i in range(CLIENTS)))
     each = max(1, turns // CLIENTS)
     wall, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(i, each) for i in range(CLIENTS)))
@@ -183,10 +183,11 @@ async def concurrent(turn: Turn, turns: int = TURNS) -> dict[str, float]:
     return {"cpu_us": cpu / (each * CLIENTS) * 1e6, "turns_per_s": each * CLIENTS / wall}
 
 
-async def measure(url: str, turns: int = TURNS, rounds: int = ROUNDS) -> dict[str, Any]:
+async def measure(url: str, turns: int = TURNS, rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, Any]:
     """Every store, sequential and concurrent, ``rounds`` times (the stores interleaved in each
     round); per figure the median over rounds and the spread, and the Redis figures less the
-    in-process ones, round by round. A round also notes the rest of the machine's CPU."""
+    in-process ones, round by round. A round also notes the rest of the machine's CPU, and
+    reports itself on stderr (a full measure takes minutes)."""
     from nanobot.agents.history import MemoryHistory, RedisHistory, SQLiteHistory
     from nanobot.api.redis_sessions import RedisSessions
     from nanobot.api.sessions import SessionLocks
@@ -201,17 +202,23 @@ async def measure(url: str, turns: int = TURNS, rounds: int = ROUNDS) -> dict[st
             "history: sqlite": lambda: SQLiteHistory(Path(folder) / "history.db"),
             "history: redis": lambda: RedisHistory(url, ttl=3600),
         }
-        for _ in range(rounds):
+        started = time.monotonic()
+        for round_ in range(rounds):
             busy = _Busy()
             for name, make in stores.items():
                 store = make()
                 turn = lock_turn(store) if name.startswith("locks") else history_turn(store)
                 try:
-                    figures = {**await sequential(turn, turns), **_prefixed(await concurrent(turn, turns))}
+                    alone = await sequential(turn, turns, warmup)
+                    figures = {**alone, **_prefixed(await concurrent(turn, turns, warmup))}
                 finally:
                     await store.aclose()
                 per_round.setdefault(name, []).append(figures)
             others.append(busy.others())
+            elapsed = time.monotonic() - started
+            print(
+                f"rediscost: round {round_ + 1}/{rounds} done ({elapsed:.0f} s)", file=sys.stderr, flush=True
+            )
     keys = ("p50_ms", "p99_ms", "cpu_us", "concurrent_cpu_us", "concurrent_turns_per_s")
     rows = {name: {key: _median(r[key] for r in runs) for key in keys} for name, runs in per_round.items()}
     spreads = {name: {key: _range(r[key] for r in runs) for key in keys} for name, runs in per_round.items()}
@@ -331,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, help="pin this process to this core")
     parser.add_argument("--turns", type=int, default=TURNS, help="turns per store and round")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds (median and spread reported)")
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="unmeasured turns before each measure")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     from benchmarks.processes import cores
@@ -345,11 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run = uvloop.run
     if args.url:
-        result = run(measure(args.url, args.turns, args.rounds))
+        result = run(measure(args.url, args.turns, args.rounds, args.warmup))
     else:
         try:
             with running_redis(load_cpu) as (_, url):
-                result = run(measure(url, args.turns, args.rounds))
+                result = run(measure(url, args.turns, args.rounds, args.warmup))
         except (FileNotFoundError, RuntimeError) as exc:
             print(f"rediscost: {exc}", file=sys.stderr)
             return 2

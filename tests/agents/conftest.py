@@ -13,10 +13,19 @@ import pytest_asyncio
 from nanobot.agents.history import History
 from nanobot.agents.openai import OpenAIAgent
 from nanobot.agents.upstream import DEFAULT_TIMEOUT, Upstream
-from tests.conformance.conftest import Serve, serve, stack
+from tests.conformance.conftest import Serve, bounded_teardown, pytest_runtest_teardown, serve, stack
 from tests.support.upstream import FakeUpstream, run_upstream
 
-__all__ = ["Relay", "make_agent", "relay", "serve", "stack", "upstream"]
+__all__ = [
+    "Relay",
+    "bounded_teardown",
+    "make_agent",
+    "pytest_runtest_teardown",
+    "relay",
+    "serve",
+    "stack",
+    "upstream",
+]
 
 Relay = Callable[..., Awaitable[httpx.AsyncClient]]
 UPSTREAM_MODEL = "up-model"

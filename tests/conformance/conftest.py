@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -11,7 +11,8 @@ import pytest
 import pytest_asyncio
 
 from nanobot.agents import Agent
-from tests.support.servers import STACKS, run_server
+from tests.support.servers import STACKS, end_leftover_tasks, run_server
+from tests.support.watchdog import teardown_watchdog
 
 Serve = Callable[..., Awaitable[httpx.AsyncClient]]
 
@@ -19,6 +20,21 @@ Serve = Callable[..., Awaitable[httpx.AsyncClient]]
 @pytest.fixture(params=STACKS)
 def stack(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Teardown ends the run past a limit, even after a failure (see tests.support.watchdog)."""
+    with teardown_watchdog(item.nodeid):
+        return (yield)
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def bounded_teardown() -> AsyncIterator[None]:
+    """Set up first, so torn down last: whatever the test left running (an agent that swallowed
+    its cancellation after a failed assertion) ends within a bound instead of hanging the run."""
+    yield
+    await end_leftover_tasks()
 
 
 @pytest_asyncio.fixture
