@@ -28,6 +28,7 @@ class Settings:
     port: int = 8900
     agent: str = "echo"
     model: str = "nanobot"
+    model_alias: tuple[str, ...] = ()
     api_key: str | None = None
     request_timeout: float = 120.0
     ping_interval: float = 15.0
@@ -109,6 +110,12 @@ class Settings:
             raise ConfigError("max_media_bytes must be positive")
         if self.history_max_messages < 2:
             raise ConfigError("history_max_messages must be at least 2")
+        for alias in self.model_alias:
+            name, _, target = alias.partition("=")
+            if not name.strip() or target.strip() != self.model:
+                raise ConfigError(
+                    f"--model-alias takes NAME=TARGET (TARGET: the --model {self.model!r}), not {alias!r}"
+                )
         if self.agent != "openai":
             given = [
                 f"--{name.replace('_', '-')}"
@@ -141,8 +148,14 @@ class Settings:
             "max_streams": self.max_streams,
             "max_pending": self.max_pending,
             "metrics_public": self.metrics_public,
+            "model_aliases": self.model_aliases(),
             "sessions": self.shared_sessions(),
         }
+
+    def model_aliases(self) -> tuple[tuple[str, str], ...]:
+        """``--model-alias NAME=TARGET`` as ``(NAME, TARGET)`` pairs."""
+        pairs = (alias.partition("=") for alias in self.model_alias)
+        return tuple((name.strip(), target.strip()) for name, _, target in pairs)
 
     def shared_sessions(self) -> Sessions | None:
         """Per-session turn order in Redis when ``--redis-url`` is set (made per process)."""
@@ -178,6 +191,8 @@ HELP = {
     "port": "port to bind (0 picks a free one)",
     "agent": "agent: 'echo', 'openai' or 'module:attribute'",
     "model": "model name the API advertises",
+    "model_alias": "NAME=TARGET: also answer to model NAME ('*' matches any text), TARGET the --model "
+    "(repeatable; env: comma-separated)",
     "api_key": "require 'Authorization: Bearer KEY' on every route but /health",
     "request_timeout": "seconds an agent turn may take (0: no limit)",
     "ping_interval": "seconds of silence before a ': ping' keepalive (0: off)",
@@ -241,6 +256,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "max_pending": int,
     "cors_origin": _origins,
     "allowed_host": _origins,
+    "model_alias": _origins,
     "body_timeout": float,
     "max_messages": int,
     "max_attachments": int,
@@ -260,7 +276,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "echo_delay": float,
 }
 SECRETS = frozenset({"api_key", "upstream_api_key"})
-REPEATABLE = ("cors_origin", "allowed_host")
+REPEATABLE = ("cors_origin", "allowed_host", "model_alias")
 
 
 def env_name(field: str) -> str:

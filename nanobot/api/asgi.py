@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nanobot.agents import Agent
+from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
 from nanobot.api.shutdown import drain_on_signals
@@ -60,6 +61,16 @@ def create_asgi_app(
     async def model(request: Request) -> Response:
         return _respond(service.get_model(request.headers, request.path_params["model_id"]))
 
+    async def count_tokens(request: Request) -> Response:
+        server = request.scope.get("server")
+        reply = await service.count_tokens(
+            request.headers,
+            request.stream(),
+            _declared(request.headers.get("content-length")),
+            local_address=server[0] if server else None,
+        )
+        return _respond(reply)
+
     async def metrics(request: Request) -> Response:
         return _respond(service.metrics(request.headers))
 
@@ -90,6 +101,7 @@ def create_asgi_app(
     app = Starlette(
         routes=[
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in turns.items()),
+            Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
@@ -186,6 +198,11 @@ def _respond(reply: JSONReply, extra: dict[str, str] | None = None) -> Response:
     return Response(reply.body, reply.status, headers, media_type=reply.content_type)
 
 
+def _declared(length: str | None) -> int | None:
+    """The ``Content-Length`` a request declared, if it is a number."""
+    return int(length) if length and length.isascii() and length.isdigit() else None
+
+
 def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
@@ -261,8 +278,7 @@ class ChatEndpoint:
 
     async def _serve(self, scope: Scope, inbox: _Inbox, send: Send) -> None:
         headers = Headers(scope=scope)
-        length = headers.get("content-length")
-        declared = int(length) if length and length.isascii() and length.isdigit() else None
+        declared = _declared(headers.get("content-length"))
         server, client = scope.get("server"), scope.get("client")
         reply = await self._service.turn(
             self._path,

@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from nanobot.agents import Agent
+from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
 from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
@@ -63,6 +64,7 @@ def create_app(
     logging.getLogger("aiohttp.server").addFilter(_CLIENT_FAULTS)  # once: filters are a set
     for path in service.dialects:
         app.router.add_post(path, _turn)
+    app.router.add_post(COUNT_TOKENS_PATH, _count_tokens)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model_id:.+}", _model)
     app.router.add_get("/health", _health)
@@ -131,6 +133,16 @@ def _local_address(request: web.Request) -> str | None:
     """The address the connection came in on (for the rebinding guard)."""
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     return sockname[0] if sockname else None
+
+
+async def _count_tokens(request: web.Request) -> web.StreamResponse:
+    reply = await request.app[SERVICE].count_tokens(
+        request.headers,
+        _whole_body(request) or _body(request),
+        request.content_length,
+        local_address=_local_address(request),
+    )
+    return _respond(reply)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

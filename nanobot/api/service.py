@@ -6,6 +6,7 @@ Adapters route a request to one of these methods and write the reply it returns 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import inspect
 import itertools
 import logging
@@ -26,6 +27,7 @@ from nanobot.api.collector import ReplyCollector
 from nanobot.api.cors import CORSPolicy
 from nanobot.api.dialects import Dialect
 from nanobot.api.dialects.chat import CHAT, CHAT_PATH
+from nanobot.api.dialects.messages import COUNT_TOKENS_PATH, MESSAGES, count_request, estimate_tokens
 from nanobot.api.driver import EMPTY_REPLY, Finished, Invoke, StreamTurn, outcome_of, run_turn
 from nanobot.api.errors import (
     AgentFailed,
@@ -93,6 +95,7 @@ class ServiceOptions(TypedDict, total=False):
     max_streams: int | None
     max_pending: int | None
     metrics_public: bool
+    model_aliases: Sequence[tuple[str, str]]
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -138,6 +141,7 @@ class ChatService:
         max_streams: int | None = None,
         max_pending: int | None = None,
         metrics_public: bool = False,
+        model_aliases: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -165,7 +169,9 @@ class ChatService:
         self.waiting = Waiting()  #: turns waiting for their session
         self._openapi = orjson.dumps(openapi_document(model_name))
         #: The routes of a turn, each with its dialect.
-        self.dialects: dict[str, Dialect] = {CHAT.path: CHAT}
+        self.dialects: dict[str, Dialect] = {CHAT.path: CHAT, MESSAGES.path: MESSAGES}
+        #: Other names the model answers to: ``(pattern, target)``, ``*`` allowed in patterns.
+        self.model_aliases = tuple(model_aliases)
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -201,7 +207,7 @@ class ChatService:
 
     def get_model(self, headers: Mapping[str, str], model_id: str) -> JSONReply:
         def card() -> dict[str, Any]:
-            if model_id != self.model_name:
+            if not self._serves(model_id):
                 raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
             return self._model_card()
 
@@ -286,6 +292,30 @@ class ChatService:
             logger.exception("%s request failed", dialect.path)
             return self.error(APIError("The server failed to handle the request."), base, dialect)
 
+    async def count_tokens(
+        self,
+        headers: Mapping[str, str],
+        body: AsyncIterable[bytes] | bytes,
+        content_length: int | None,
+        *,
+        local_address: str | None = None,
+    ) -> JSONReply:
+        """``POST /v1/messages/count_tokens``: an estimate of a Messages request's input tokens."""
+        base = self.reply_headers(headers)
+        try:
+            self.authorize(headers)
+            self.guard.check(headers, local_address)
+            is_form(headers.get("content-type", ""))
+            raw = await self._read(body, content_length)
+            request = count_request(raw, self.limits)
+            self._check_model(request.model)
+            return self._json(200, {"input_tokens": estimate_tokens(request)}, base)
+        except APIError as exc:
+            return self.error(exc, base, MESSAGES)
+        except Exception:
+            logger.exception("%s request failed", COUNT_TOKENS_PATH)
+            return self.error(APIError("The server failed to handle the request."), base, MESSAGES)
+
     def preflight(self, headers: Mapping[str, str], path: str) -> JSONReply:
         """``OPTIONS``: a CORS preflight answer when CORS is on, else 405 like any other method."""
         base = self.reply_headers(headers)
@@ -334,10 +364,13 @@ class ChatService:
         return {"x-request-id": request_id, **self.cors.headers(headers)}
 
     def authorize(self, headers: Mapping[str, str]) -> None:
+        """The key is ``Authorization: Bearer KEY`` or (as Anthropic clients send it) ``x-api-key``."""
         if self._api_key is None:
             return
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key_matches(token.strip(), self._api_key):
+        if scheme.lower() != "bearer":
+            token = headers.get("x-api-key", "")
+        if not key_matches(token.strip(), self._api_key):
             raise AuthenticationFailed("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
 
     def error(self, exc: APIError, base: dict[str, str], dialect: Dialect = CHAT) -> JSONReply:
@@ -358,8 +391,17 @@ class ChatService:
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "nanobot"}
 
+    def _serves(self, model: str) -> bool:
+        """Whether ``model`` names the served model, or an alias of it."""
+        if model == self.model_name:
+            return True
+        return any(
+            target == self.model_name and fnmatch.fnmatchcase(model, pattern)
+            for pattern, target in self.model_aliases
+        )
+
     def _check_model(self, model: str | None) -> None:
-        if model and model != self.model_name:
+        if model and not self._serves(model):
             raise ModelNotFound(
                 f"The model '{model}' does not exist; this server serves '{self.model_name}'.",
                 param="model",
