@@ -327,14 +327,22 @@ class ChatService:
         return JSONReply(204, {**base, **allowed}, b"")
 
     def not_found(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
-        return self.error(NotFound(f"Invalid URL ({method} {path})."), self.reply_headers(headers))
+        error = NotFound(f"Invalid URL ({method} {path}).")
+        return self.error(error, self.reply_headers(headers), self._dialect_of(path))
 
     def bad_request(self, headers: Mapping[str, str], message: str) -> JSONReply:
         return self.error(InvalidRequest(message), self.reply_headers(headers))
 
     def method_not_allowed(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
         error = MethodNotAllowed(f"Method {method} is not allowed for {path}.")
-        return self.error(error, self.reply_headers(headers))
+        return self.error(error, self.reply_headers(headers), self._dialect_of(path))
+
+    def _dialect_of(self, path: str) -> Dialect:
+        """The dialect whose errors a path gets: the one whose route it is, or is under."""
+        for route, dialect in self.dialects.items():
+            if path == route or path.startswith(route + "/"):
+                return dialect
+        return CHAT
 
     async def drain(self, timeout: float | None = None) -> None:
         """Shut down gently: refuse new turns (503), give open ones ``timeout`` s (default

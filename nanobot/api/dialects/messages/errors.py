@@ -47,4 +47,7 @@ def error_type(error: APIError) -> str:
 def error_body(error: APIError) -> tuple[int, dict[str, Any]]:
     """The status and body of ``error`` on an Anthropic route."""
     status = OVERLOADED if isinstance(error, ServerOverloaded) else error.status
-    return status, {"type": "error", "error": {"type": error_type(error), "message": error.message}}
+    message = error.message
+    if error.param and error.param not in message:
+        message = f"{error.param}: {message}"  # Anthropic's errors have no 'param': name it here
+    return status, {"type": "error", "error": {"type": error_type(error), "message": message}}
