@@ -14,7 +14,15 @@ import pytest
 
 from nanobot.agents.echo import EchoAgent
 from nanobot.api.dialects.messages.encode import PING
-from nanobot.events import Activity, ReasoningDelta, ReasoningEnd, ToolCallDelta, ToolCallEnd, ToolCallStart
+from nanobot.events import (
+    Activity,
+    AgentEvent,
+    ReasoningDelta,
+    ReasoningEnd,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 from tests.conformance.conftest import Serve
 from tests.conformance.test_tools import Emitter
 from tests.support.agents import GateAgent, Result, ScriptedAgent
@@ -73,7 +81,7 @@ def message_start(input_tokens: int) -> str:
         "cache_read_input_tokens": 0,
         "output_tokens": 0,
     }
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_1",
         "type": "message",
         "role": "assistant",
@@ -124,7 +132,7 @@ async def test_a_text_stream_byte_for_byte(serve: Serve) -> None:
 
 
 async def test_a_tool_use_stream_byte_for_byte(serve: Serve) -> None:
-    events = [
+    events: list[AgentEvent] = [
         ToolCallStart(0, "call_a", "get_weather"),
         ToolCallDelta(0, '{"city":'),
         ToolCallDelta(0, ' "Oslo"}'),
@@ -162,7 +170,7 @@ def ask_tokens(text: str, tools: list[dict[str, Any]]) -> int:
 
 
 async def test_thinking_and_activity_stream_as_a_thinking_block(serve: Serve) -> None:
-    events = [
+    events: list[AgentEvent] = [
         ReasoningDelta("Let me"),
         ReasoningDelta(" look."),
         ReasoningEnd(),
