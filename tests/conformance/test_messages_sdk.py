@@ -31,12 +31,14 @@ async def test_stream_text_and_the_final_message(serve: Serve) -> None:
     agent = ScriptedAgent(
         ["Hello", ",", " world"], result=Result("Hello, world", {"prompt_tokens": 4, "completion_tokens": 3})
     )
-    async with sdk(await serve(agent, api_key="k")) as client:
-        async with client.messages.stream(
+    async with (
+        sdk(await serve(agent, api_key="k")) as client,
+        client.messages.stream(
             model="nanobot", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            texts = [text async for text in stream.text_stream]
-            final = await stream.get_final_message()
+        ) as stream,
+    ):
+        texts = [text async for text in stream.text_stream]
+        final = await stream.get_final_message()
     assert texts == ["Hello", ",", " world"]
     assert final.id.startswith("msg_") and final.role == "assistant" and final.model == "nanobot"
     assert [block.type for block in final.content] == ["text"]
