@@ -23,13 +23,14 @@ from typing import Unpack
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nanobot.agents import Agent
 from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
+from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
 from nanobot.api.shutdown import drain_on_signals
@@ -65,7 +66,7 @@ def create_asgi_app(
         server = request.scope.get("server")
         reply = await service.count_tokens(
             request.headers,
-            request.stream(),
+            _stream(request),
             _declared(request.headers.get("content-length")),
             local_address=server[0] if server else None,
         )
@@ -196,6 +197,15 @@ def _respond(reply: JSONReply, extra: dict[str, str] | None = None) -> Response:
     if reply.status == 204:
         return Response(status_code=204, headers=headers)
     return Response(reply.body, reply.status, headers, media_type=reply.content_type)
+
+
+async def _stream(request: Request) -> AsyncIterator[bytes]:
+    """A request's body; a client that leaves before sending it all is the client's fault."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise InvalidRequest("The client left while sending its request.", code="client_gone") from None
 
 
 def _declared(length: str | None) -> int | None:
