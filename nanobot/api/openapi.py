@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nanobot.api.dialects.messages import openapi as messages_openapi
 from nanobot.api.request import ROLES
 
 _ERROR_STATUSES = {
@@ -214,10 +215,14 @@ def openapi_document(model_name: str) -> dict[str, Any]:
                 "Usage": _USAGE,
                 "Model": _MODEL,
                 "Error": _ERROR,
+                **messages_openapi.SCHEMAS,
             },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
         },
-        "security": [{"bearer": []}, {}],
+        "security": [{"bearer": []}, {"apiKey": []}, {}],
         "paths": {
             "/v1/chat/completions": {
                 "post": {
@@ -232,6 +237,7 @@ def openapi_document(model_name: str) -> dict[str, Any]:
                     "responses": {"200": chat_ok, **_errors(*_ERROR_STATUSES)},
                 }
             },
+            **messages_openapi.PATHS,
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",

@@ -23,6 +23,8 @@ async def test_document_names_every_route(serve: Serve) -> None:
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/v1/models",
         "/v1/models/{model_id}",
         "/health",
