@@ -65,6 +65,7 @@ class Settings:
     port: int = 8900
     agent: str = "echo"
     model: str = "nanobot"
+    model_alias: tuple[str, ...] = ()
     api_key: str | None = None
     request_timeout: float = 120.0
     ping_interval: float = 15.0
@@ -150,6 +151,12 @@ class Settings:
                 "otherwise keep its own sessions, and two turns of one session could run at once",
                 "workers",
             )
+        for alias in self.model_alias:
+            name, _, target = alias.partition("=")
+            if not name.strip() or target.strip() != self.model:
+                raise ConfigError(
+                    f"takes NAME=TARGET (TARGET: the --model {self.model!r}), not {alias!r}", "model_alias"
+                )
         if self.agent == "openai":
             check_upstream(self)
         else:
@@ -183,6 +190,7 @@ class Settings:
             "max_streams": self.max_streams,
             "max_pending": self.max_pending,
             "metrics_public": self.metrics_public,
+            "model_aliases": self.model_aliases(),
             "sessions": self.shared_sessions(),
             "response_store": self.response_store(),
         }
@@ -193,6 +201,11 @@ class Settings:
         from nanobot.api.dialects.responses.store import open_response_store
 
         return open_response_store(self.history, ttl=self.session_ttl or None, redis_url=self.redis_url)
+
+    def model_aliases(self) -> tuple[tuple[str, str], ...]:
+        """``--model-alias NAME=TARGET`` as ``(NAME, TARGET)`` pairs."""
+        pairs = (alias.partition("=") for alias in self.model_alias)
+        return tuple((name.strip(), target.strip()) for name, _, target in pairs)
 
     def shared_sessions(self) -> Sessions | None:
         """Per-session turn order in Redis when ``--redis-url`` is set (made per process)."""
@@ -227,6 +240,8 @@ HELP = {
     "port": "port to bind (0 picks a free one)",
     "agent": "agent: 'echo', 'openai' or 'module:attribute'",
     "model": "model name the API advertises",
+    "model_alias": "NAME=TARGET: also answer to model NAME ('*' matches any text), TARGET the --model "
+    "(repeatable; env: comma-separated)",
     "api_key": "require 'Authorization: Bearer KEY' on every route but /health",
     "request_timeout": "seconds an agent turn may take (0: no limit)",
     "ping_interval": "seconds of silence before a ': ping' keepalive (0: off)",
@@ -295,6 +310,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "max_pending": int,
     "cors_origin": _origins,
     "allowed_host": _origins,
+    "model_alias": _origins,
     "body_timeout": float,
     "max_messages": int,
     "max_attachments": int,
@@ -314,7 +330,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "echo_delay": float,
 }
 SECRETS = frozenset({"api_key", "upstream_api_key"})
-REPEATABLE = ("cors_origin", "allowed_host")
+REPEATABLE = ("cors_origin", "allowed_host", "model_alias")
 
 
 #: ``serve --help`` groups the flags by topic; a setting missing here is listed under relay

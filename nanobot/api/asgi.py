@@ -23,12 +23,14 @@ from typing import Unpack
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nanobot.agents import Agent
+from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
+from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
 from nanobot.api.shutdown import drain_on_signals
@@ -59,6 +61,16 @@ def create_asgi_app(
 
     async def model(request: Request) -> Response:
         return _respond(service.get_model(request.headers, request.path_params["model_id"]))
+
+    async def count_tokens(request: Request) -> Response:
+        server = request.scope.get("server")
+        reply = await service.count_tokens(
+            request.headers,
+            _stream(request),
+            _declared(request.headers.get("content-length")),
+            local_address=server[0] if server else None,
+        )
+        return _respond(reply)
 
     async def metrics(request: Request) -> Response:
         return _respond(service.metrics(request.headers))
@@ -98,6 +110,7 @@ def create_asgi_app(
     app = Starlette(
         routes=[
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in turns.items()),
+            Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", model, methods=["GET"]),
             Route("/v1/responses/{response_id}", stored_response, methods=["GET", "DELETE"]),
@@ -195,6 +208,20 @@ def _respond(reply: JSONReply, extra: dict[str, str] | None = None) -> Response:
     return Response(reply.body, reply.status, headers, media_type=reply.content_type)
 
 
+async def _stream(request: Request) -> AsyncIterator[bytes]:
+    """A request's body; a client that leaves before sending it all is the client's fault."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise InvalidRequest("The client left while sending its request.", code="client_gone") from None
+
+
+def _declared(length: str | None) -> int | None:
+    """The ``Content-Length`` a request declared, if it is a number."""
+    return int(length) if length and length.isascii() and length.isdigit() else None
+
+
 def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
@@ -270,8 +297,7 @@ class ChatEndpoint:
 
     async def _serve(self, scope: Scope, inbox: _Inbox, send: Send) -> None:
         headers = Headers(scope=scope)
-        length = headers.get("content-length")
-        declared = int(length) if length and length.isascii() and length.isdigit() else None
+        declared = _declared(headers.get("content-length"))
         server, client = scope.get("server"), scope.get("client")
         reply = await self._service.turn(
             self._path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nanobot.api.dialects.messages import openapi as messages_openapi
 from nanobot.api.request import ROLES
 
 _ERROR_STATUSES = {
@@ -260,10 +261,14 @@ def openapi_document(model_name: str) -> dict[str, Any]:
                 "Error": _ERROR,
                 "ResponsesRequest": _RESPONSES_REQUEST,
                 "Response": _RESPONSE,
+                **messages_openapi.SCHEMAS,
             },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
         },
-        "security": [{"bearer": []}, {}],
+        "security": [{"bearer": []}, {"apiKey": []}, {}],
         "paths": {
             "/v1/chat/completions": {
                 "post": {
@@ -326,6 +331,7 @@ def openapi_document(model_name: str) -> dict[str, Any]:
                     },
                 },
             },
+            **messages_openapi.PATHS,
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",

@@ -22,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from nanobot.agents import Agent
+from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
 from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
@@ -65,6 +66,7 @@ def create_app(
     logging.getLogger("aiohttp.server").addFilter(_CLIENT_FAULTS)  # once: filters are a set
     for path in service.dialects:
         app.router.add_post(path, _turn, expect_handler=_expect)
+    app.router.add_post(COUNT_TOKENS_PATH, _count_tokens, expect_handler=_expect)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model_id:.+}", _model)
     app.router.add_get("/v1/responses/{response_id}", _get_response)
@@ -157,6 +159,16 @@ def _local_address(request: web.Request) -> str | None:
     """The address the connection came in on (for the rebinding guard)."""
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     return sockname[0] if sockname else None
+
+
+async def _count_tokens(request: web.Request) -> web.StreamResponse:
+    reply = await request.app[SERVICE].count_tokens(
+        request.headers,
+        _whole_body(request) or _body(request, _awaits_continue(request)),
+        request.content_length,
+        local_address=_local_address(request),
+    )
+    return _respond(reply)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

@@ -6,6 +6,7 @@ Adapters route a request to one of these methods and write the reply it returns 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import inspect
 import itertools
 import logging
@@ -26,6 +27,7 @@ from nanobot.api.collector import ReplyCollector
 from nanobot.api.cors import CORSPolicy
 from nanobot.api.dialects import Dialect
 from nanobot.api.dialects.chat import CHAT, CHAT_PATH
+from nanobot.api.dialects.messages import COUNT_TOKENS_PATH, MESSAGES, count_request, estimate_tokens
 from nanobot.api.dialects.responses import RESPONSES_PATH, Responses
 from nanobot.api.dialects.responses.store import ResponseStore
 from nanobot.api.driver import EMPTY_REPLY, Finished, Invoke, StreamTurn, outcome_of, run_turn
@@ -97,6 +99,7 @@ class ServiceOptions(TypedDict, total=False):
     max_pending: int | None
     metrics_public: bool
     response_store: ResponseStore | None
+    model_aliases: Sequence[tuple[str, str]]
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -143,6 +146,7 @@ class ChatService:
         max_pending: int | None = None,
         metrics_public: bool = False,
         response_store: ResponseStore | None = None,
+        model_aliases: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -171,7 +175,13 @@ class ChatService:
         self._openapi = orjson.dumps(openapi_document(model_name))
         #: The routes of a turn, each with its dialect.
         self.responses = Responses(response_store, model=model_name)
-        self.dialects: dict[str, Dialect] = {CHAT.path: CHAT, RESPONSES_PATH: self.responses}
+        self.dialects: dict[str, Dialect] = {
+            CHAT.path: CHAT,
+            RESPONSES_PATH: self.responses,
+            MESSAGES.path: MESSAGES,
+        }
+        #: Other names the model answers to: ``(pattern, target)``, ``*`` allowed in patterns.
+        self.model_aliases = tuple(model_aliases)
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -207,7 +217,7 @@ class ChatService:
 
     def get_model(self, headers: Mapping[str, str], model_id: str) -> JSONReply:
         def card() -> dict[str, Any]:
-            if model_id != self.model_name:
+            if not self._serves(model_id):
                 raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
             return self._model_card()
 
@@ -293,6 +303,30 @@ class ChatService:
             logger.exception("%s request failed", dialect.path)
             return self.error(APIError("The server failed to handle the request."), base, dialect)
 
+    async def count_tokens(
+        self,
+        headers: Mapping[str, str],
+        body: AsyncIterable[bytes] | bytes,
+        content_length: int | None,
+        *,
+        local_address: str | None = None,
+    ) -> JSONReply:
+        """``POST /v1/messages/count_tokens``: an estimate of a Messages request's input tokens."""
+        base = self.reply_headers(headers)
+        try:
+            self.authorize(headers)
+            self.guard.check(headers, local_address)
+            is_form(headers.get("content-type", ""))
+            raw = await self._read(body, content_length)
+            request = count_request(raw, self.limits)
+            self._check_model(request.model)
+            return self._json(200, {"input_tokens": estimate_tokens(request)}, base)
+        except APIError as exc:
+            return self.error(exc, base, MESSAGES)
+        except Exception:
+            logger.exception("%s request failed", COUNT_TOKENS_PATH)
+            return self.error(APIError("The server failed to handle the request."), base, MESSAGES)
+
     def preflight(self, headers: Mapping[str, str], path: str) -> JSONReply:
         """``OPTIONS``: a CORS preflight answer when CORS is on, else 405 like any other method."""
         base = self.reply_headers(headers)
@@ -304,14 +338,22 @@ class ChatService:
         return JSONReply(204, {**base, **allowed}, b"")
 
     def not_found(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
-        return self.error(NotFound(f"Invalid URL ({method} {path})."), self.reply_headers(headers))
+        error = NotFound(f"Invalid URL ({method} {path}).")
+        return self.error(error, self.reply_headers(headers), self._dialect_of(path))
 
     def bad_request(self, headers: Mapping[str, str], message: str) -> JSONReply:
         return self.error(InvalidRequest(message), self.reply_headers(headers))
 
     def method_not_allowed(self, headers: Mapping[str, str], method: str, path: str) -> JSONReply:
         error = MethodNotAllowed(f"Method {method} is not allowed for {path}.")
-        return self.error(error, self.reply_headers(headers))
+        return self.error(error, self.reply_headers(headers), self._dialect_of(path))
+
+    def _dialect_of(self, path: str) -> Dialect:
+        """The dialect whose errors a path gets: the one whose route it is, or is under."""
+        for route, dialect in self.dialects.items():
+            if path == route or path.startswith(route + "/"):
+                return dialect
+        return CHAT
 
     async def get_response(
         self, headers: Mapping[str, str], response_id: str, *, local_address: str | None = None
@@ -371,10 +413,13 @@ class ChatService:
         return {"x-request-id": request_id, **self.cors.headers(headers)}
 
     def authorize(self, headers: Mapping[str, str]) -> None:
+        """The key is ``Authorization: Bearer KEY`` or (as Anthropic clients send it) ``x-api-key``."""
         if self._api_key is None:
             return
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key_matches(token.strip(), self._api_key):
+        if scheme.lower() != "bearer":
+            token = headers.get("x-api-key", "")
+        if not key_matches(token.strip(), self._api_key):
             raise AuthenticationFailed("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
 
     def error(self, exc: APIError, base: dict[str, str], dialect: Dialect = CHAT) -> JSONReply:
@@ -395,8 +440,17 @@ class ChatService:
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "nanobot"}
 
+    def _serves(self, model: str) -> bool:
+        """Whether ``model`` names the served model, or an alias of it."""
+        if model == self.model_name:
+            return True
+        return any(
+            target == self.model_name and fnmatch.fnmatchcase(model, pattern)
+            for pattern, target in self.model_aliases
+        )
+
     def _check_model(self, model: str | None) -> None:
-        if model and model != self.model_name:
+        if model and not self._serves(model):
             raise ModelNotFound(
                 f"The model '{model}' does not exist; this server serves '{self.model_name}'.",
                 param="model",

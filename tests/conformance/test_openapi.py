@@ -25,6 +25,8 @@ async def test_document_names_every_route(serve: Serve) -> None:
         "/v1/chat/completions",
         "/v1/responses",
         "/v1/responses/{response_id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/v1/models",
         "/v1/models/{model_id}",
         "/health",

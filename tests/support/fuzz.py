@@ -65,6 +65,8 @@ FIELDS = (
     *("temperature", "max_tokens", "stop", "user", "metadata", "seed", "role", "content", "type", "url"),
     *("input", "instructions", "previous_response_id", "store", "reasoning", "text", "include", "call_id"),
     *("parallel_tool_calls", "tool_calls", "tool_call_id", "function", "name", "parameters", "arguments"),
+    *("system", "stop_sequences", "thinking", "tool_use_id", "input", "input_schema", "source", "top_k"),
+    *("cache_control", "is_error", "output_config", "budget_tokens", "media_type", "data", "id"),
 )
 TOOL: JSON = {
     "type": "function",
@@ -105,7 +107,15 @@ MODEL_IDS = alts(
 ROUTES = alts(
     b"/v1/chat/completions|/v1/models|/v1/models/|/health|/openapi.json|/|/v1/x"
     b"|/v1/responses|/v1/responses/resp_x|/v1/responses/|/v1/responses/resp_x/input_items"
+    b"|/v1/messages|/v1/messages/count_tokens|/v1/messages/x"
 )
+CHAT, MESSAGES, COUNT_TOKENS = b"/v1/chat/completions", b"/v1/messages", b"/v1/messages/count_tokens"
+RESPONSES = b"/v1/responses"
+ANTHROPIC_TOOL: JSON = {
+    "name": "get_weather",
+    "input_schema": {"type": "object"},
+    "cache_control": {"type": "ephemeral"},
+}
 ODD_METHODS = alts(b"post|FOO|M-SEARCH|PROPFIND|CONNECT|TRACE|GE T|G\xffT|" + b"A" * 100)
 ODD_VERSIONS = alts(b"HTTP/1.2|HTTP/2.0|HTTP/0.9|http/1.1|HTTP/1.1 x|HTTP/11|HTTP/1.")
 TRANSFER_ENCODINGS = alts(
@@ -118,6 +128,9 @@ HOSTS = alts(b"|Host:|Host: [::1|Host: h\xff|Host: a\r\nHost: b|Host: " + b"h" *
 OPTIONAL_HEADERS: tuple[tuple[float, bytes, tuple[bytes, ...]], ...] = (
     (0.2, b"Authorization: Bearer sk-fuzz-key", ()),
     (0.3, b"Authorization: {}", AUTHORIZATIONS),  # both at once: two Authorization headers
+    (0.1, b"x-api-key: {}", alts(b"sk-fuzz-key|sk-fuzz-key|wrong||\xff|Bearer sk-fuzz-key")),
+    (0.1, b"anthropic-version: {}", alts(b"2023-06-01|2099-01-01|\xff")),
+    (0.05, b"anthropic-beta: {}", alts(b"claude-code-20250219,interleaved-thinking-2025-05-14|x|")),
     (0.15, b"X-Session-Id: {}", IDS),
     (0.05, b"X-OpenWebUI-Chat-Id: {}", IDS),
     (0.15, b"X-Request-Id: {}", IDS),
@@ -179,7 +192,7 @@ class Grammar:
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self.responses = False  #: this request goes to /v1/responses (when it is a POST)
+        self.route = CHAT  #: where a POST usually goes; its JSON body grows from that API's seed
 
     def chance(self, p: float) -> bool:
         return self.rng.random() < p
@@ -317,6 +330,50 @@ class Grammar:
         ):
             if self.chance(0.15):
                 body[name] = value
+
+    def anthropic(self) -> dict[str, JSON]:
+        """A valid Anthropic Messages request: the seed of bodies for ``/v1/messages``."""
+        rng = self.rng
+        text: JSON = rng.choice(TEXTS)
+        content: JSON = text
+        if self.chance(0.3):
+            blocks: list[JSON] = [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+            if self.chance(0.5):
+                kind, data = rng.choice(list(IMAGES.items()))
+                encoded = base64.b64encode(data + bytes(20_000 if self.chance(0.1) else 0)).decode()
+                source: JSON = {"type": "base64", "media_type": kind, "data": encoded}
+                blocks.append({"type": "image", "source": source})
+            content = blocks
+        messages: list[JSON] = [{"role": "user", "content": content}]
+        body: dict[str, JSON] = {"model": "nanobot", "max_tokens": 64000, "messages": messages}
+        if self.chance(0.3):
+            systems: list[JSON] = ["be brief", [{"type": "text", "text": "be brief"}]]
+            body["system"] = rng.choice(systems)
+        if self.chance(0.1):
+            messages.insert(0, {"role": "system", "content": "note"})
+        if self.chance(0.6):
+            body["stream"] = self.chance(0.7)
+        if self.chance(0.2):
+            claude: dict[str, JSON] = {"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}
+            body.update(claude, metadata={"user_id": "u"})
+        if self.chance(0.1):
+            body.update(temperature=1, top_k=5, stop_sequences=["END"])
+        if self.chance(0.25):
+            body["tools"] = [ANTHROPIC_TOOL]
+            choices: list[JSON] = [{"type": t} for t in ("auto", "any", "none")]
+            body["tool_choice"] = rng.choice(choices)
+            if self.chance(0.5):
+                call: JSON = {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Oslo"},
+                }
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": "ok"}, call]})
+                result: JSON = {"type": "tool_result", "tool_use_id": "toolu_1", "content": rng.choice(TEXTS)}
+                messages.append({"role": "user", "content": [result]})
+            else:
+                messages[-1] = {"role": "user", "content": '/call get_weather {"city": "Rome"}'}
         return body
 
     def add_tools(self, body: dict[str, JSON], messages: list[JSON]) -> None:
@@ -356,7 +413,8 @@ class Grammar:
         return self.odd_value() if self.chance(0.03) else doc
 
     def json_body(self) -> bytes:
-        text = dump(self.mutate(self.responses_body() if self.responses else self.chat()))
+        seed = {CHAT: self.chat, RESPONSES: self.responses_body}.get(self.route, self.anthropic)
+        text = dump(self.mutate(seed()))
         raw = text.encode("utf-8", "surrogatepass")
         if not self.chance(0.15):
             return raw
@@ -420,8 +478,7 @@ class Grammar:
 
     def target(self, method: bytes) -> bytes:
         rng = self.rng
-        turn = b"/v1/responses" if self.responses else b"/v1/chat/completions"
-        path = turn if method == b"POST" and self.chance(0.85) else rng.choice(ROUTES)
+        path = self.route if method == b"POST" and self.chance(0.85) else rng.choice(ROUTES)
         if path == b"/v1/models/":
             path += rng.choice(MODEL_IDS)
         if not self.chance(0.3):
@@ -529,12 +586,12 @@ class Grammar:
     def request(self, last: bool) -> tuple[bytes, bool]:
         """One request's bytes, and whether its framing leaves the server waiting for more."""
         rng = self.rng
+        self.route = weighted(rng, (45, CHAT), (25, RESPONSES), (24, MESSAGES), (6, COUNT_TOKENS))
         method = weighted(
             rng, (62, b"POST"), (16, b"GET"), (6, b"OPTIONS"), (4, b"HEAD"), (3, b"PUT"),
             (3, rng.choice((b"DELETE", b"PATCH"))), (6, rng.choice(ODD_METHODS)),
         )  # fmt: skip
         version = weighted(rng, (85, b"HTTP/1.1"), (9, b"HTTP/1.0"), (6, rng.choice(ODD_VERSIONS)))
-        self.responses = self.chance(0.35)
         body, content_type = self.body_and_type(method)
         headers = [b"Host: localhost:8900" if self.chance(0.9) else rng.choice(HOSTS)]
         if content_type is not None:
