@@ -330,6 +330,7 @@ class Grammar:
         ):
             if self.chance(0.15):
                 body[name] = value
+        return body
 
     def anthropic(self) -> dict[str, JSON]:
         """A valid Anthropic Messages request: the seed of bodies for ``/v1/messages``."""
