@@ -52,6 +52,11 @@ def delta(before: dict[Any, float], after: dict[Any, float], name: str, **labels
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The fields of every request log line captured."""
+    return [r.access for r in caplog.records if r.name == "nanobot.access"]  # type: ignore[attr-defined]
+
+
 def chat(content: str, stream: bool = False) -> dict[str, Any]:
     return {"stream": stream, "messages": [{"role": "user", "content": content}]}
 
@@ -102,14 +107,14 @@ async def test_one_log_line_per_request_with_its_fields(
         )
         await client.post("/v1/chat/completions", json=chat("fail", stream=True))
         await client.get("/health")
-    lines = [r.access for r in caplog.records if r.name == "nanobot.access"]  # type: ignore[attr-defined]
+    lines = access_lines(caplog)
     assert len(lines) == 3
     streamed, failed, health = lines
     assert streamed["method"] == "POST" and streamed["path"] == "/v1/chat/completions"
-    assert streamed["status"] == 200 and streamed["tokens"] == 2 and streamed["ttft"] is not None
+    assert streamed["status"] == 200 and streamed["tokens"] == 2 and streamed["ttft_ms"] is not None
     assert streamed["session"] == "api:s1" and streamed["request_id"] == "r-1"
     assert streamed["outcome"] == "completed" and streamed["client"] == "127.0.0.1"
-    assert failed["outcome"] == "failed" and failed["tokens"] == 0
+    assert failed["outcome"] == "failed" and failed["tokens"] == 0 and failed["error"] == "agent_error"
     assert health["path"] == "/health" and health["status"] == 200
     text = caplog.text
     assert "secret" not in text and "a b" not in text  # never a key, a prompt or a reply
@@ -128,9 +133,7 @@ async def test_a_disconnected_stream_is_logged_as_such(
             if any(getattr(r, "access", {}).get("outcome") == "disconnected" for r in caplog.records):
                 break
             await asyncio.sleep(0.01)
-    outcomes = [
-        r.access["outcome"] for r in caplog.records if r.name == "nanobot.access" and r.access["outcome"]
-    ]  # type: ignore[attr-defined]
+    outcomes = [line["outcome"] for line in access_lines(caplog) if line["path"] == "/v1/chat/completions"]
     assert outcomes == ["disconnected"]
 
 
