@@ -2,7 +2,9 @@
 
 On SIGTERM, new requests and ``/health`` get 503 with ``Retry-After``, a stream that finishes
 within ``--drain-timeout`` ends normally, one that does not ends with a ``server_shutting_down``
-error event (never a silent cut), and the process exits.
+error event (never a silent cut), and the process exits. The drain's start (turns open, time
+allowed) and end are logged, and every request has its line in the request log, under plain
+uvicorn too (read from the JSON log format).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.support.sse import data_events
@@ -67,6 +70,29 @@ def process(args: list[str], env: dict[str, str], ready: str) -> Iterator[subpro
         proc.communicate(timeout=10)
 
 
+def log_of(proc: subprocess.Popen[str]) -> list[dict[str, object]]:
+    """The JSON log lines the stopped process wrote (other lines skipped)."""
+    assert proc.stdout is not None
+    lines = [line for line in proc.stdout.read().splitlines() if line.startswith("{")]
+    return [orjson.loads(line) for line in lines]
+
+
+def check_drain_log(lines: list[dict[str, object]], open_streams: int = 50) -> None:
+    """The drain said when it began (turns open, time allowed) and how it ended; every request
+    has its line in the request log."""
+    (started,) = [line for line in lines if line.get("event") == "drain_started"]
+    (ended,) = [line for line in lines if line.get("event") == "drain_ended"]
+    assert started["turns"] in (open_streams - 1, open_streams) and started["timeout_s"] == 1
+    assert ended["stopped"] == open_streams - 1 and ended["finished"] == started["turns"] - ended["stopped"]
+    chat = [line for line in lines if line.get("path") == "/v1/chat/completions"]
+    assert len(chat) == open_streams + 1 and all(line["logger"] == "nanobot.access" for line in chat)
+    assert sorted(str(line["outcome"]) for line in chat) == sorted(
+        ["completed", "refused"] + ["stopped"] * (open_streams - 1)
+    )
+    (refused,) = [line for line in chat if line["status"] == 503]
+    assert refused["error"] == "server_shutting_down"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -103,19 +129,21 @@ def check_drain(proc: subprocess.Popen[str], url: str, open_streams: int = 50) -
 def test_nanobot_serve_drains_on_sigterm(stack: str) -> None:
     port = free_port()
     args = [sys.executable, "-m", "nanobot", "serve", "--stack", stack, "--port", str(port)]
-    args += ["--agent", AGENT, "--drain-timeout", "1"]
+    args += ["--agent", AGENT, "--drain-timeout", "1", "--log-format", "json"]
     with process(args, {}, "nanobot serving") as proc:
         check_drain(proc, f"http://127.0.0.1:{port}")
         assert proc.wait(timeout=10) == 0
+        check_drain_log(log_of(proc))
 
 
 def test_plain_uvicorn_drains_on_sigterm() -> None:
     port = free_port()
-    env = {"NANOBOT_AGENT": AGENT, "NANOBOT_DRAIN_TIMEOUT": "1"}
+    env = {"NANOBOT_AGENT": AGENT, "NANOBOT_DRAIN_TIMEOUT": "1", "NANOBOT_LOG_FORMAT": "json"}
     args = [sys.executable, "-m", "uvicorn", "asgi.app:app", "--port", str(port), "--log-level", "info"]
     with process(args, env, "Uvicorn running") as proc:
         check_drain(proc, f"http://127.0.0.1:{port}")
         assert proc.wait(timeout=10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
+        check_drain_log(log_of(proc))  # nanobot's request log and drain lines, under uvicorn too
 
 
 @pytest.mark.parametrize("stack", ["aiohttp", "asgi"])

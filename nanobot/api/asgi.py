@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Unpack
 
@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nanobot.agents import Agent
+from nanobot.api.access import CLIENT_LEFT, error_code
 from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
 from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
@@ -177,12 +178,16 @@ class Shortcuts:
         access = self._service.access(
             scope["method"], _route_path(scope), headers, client[0] if client else None
         )
-        status = 500
+        status: int | None = None  # until the answer starts
+        error: str | None = None
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error
             if message["type"] == "http.response.start":
                 status = message["status"]
+                access.request_id = _header(message["headers"], b"x-request-id")
+            elif status and status >= 400 and message["type"] == "http.response.body" and error is None:
+                error = error_code(message.get("body", b""))
             await send(message)
 
         try:
@@ -190,8 +195,16 @@ class Shortcuts:
                 await _respond(self._service.preflight(headers, scope["path"]))(scope, receive, sending)
             else:
                 await self._app(scope, receive, sending)
+        except asyncio.CancelledError:
+            status = status or CLIENT_LEFT  # the client left before its answer
+            raise
         finally:
-            access.done(status)
+            access.done(status or 500, error=error)
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """A response header's value, from the raw ASGI list."""
+    return next((v.decode("latin-1") for k, v in headers if k.lower() == name), None)
 
 
 def _route_path(scope: Scope) -> str:

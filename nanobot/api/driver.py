@@ -60,10 +60,12 @@ async def run_turn(
     on_stream: OnStream | None = None,
     on_stream_end: OnStreamEnd | None = None,
     on_event: OnEvent | None = None,
+    access: Access | None = None,
 ) -> Reply:
     """Wait for the session, then call the agent; both within ``timeout``. Failures become
-    :class:`APIError`; :class:`AgentCancelled` means the agent's task ended cancelled."""
-    with turns.turn() as turn:
+    :class:`APIError`; :class:`AgentCancelled` means the agent's task ended cancelled.
+    ``access`` names the request in the log, should its agent have to be abandoned."""
+    with turns.turn(access) as turn:
         try:
             async with asyncio.timeout(timeout) as deadline:
                 turn.deadline = deadline
@@ -160,6 +162,7 @@ class StreamTurn:
         self._output = output
         meter = self._meter = StreamMeter(self._access.arrived)
         outcome = "disconnected"  # unless the turn gets further
+        error: str | None = None  # the code of the error event, if the stream ends with one
         try:
             try:
                 reply = await run_turn(
@@ -170,18 +173,20 @@ class StreamTurn:
                     on_stream=self._on_stream,
                     on_stream_end=_segment_end,
                     on_event=self._on_event,
+                    access=self._access,
                 )
                 if self._finished is not None:
                     await self._finished(reply)
             except APIError as exc:
-                outcome = outcome_of(exc)
+                outcome, error = outcome_of(exc), exc.code or exc.type
                 tail = stream.send(Failure(exc))
             except AgentCancelled:
                 if output.broken:
                     raise ClientGone("the client is gone") from None
                 logger.warning("the agent's turn raised CancelledError of its own")
-                outcome = "failed"
-                tail = stream.send(Failure(AgentFailed("The agent's turn was cancelled.")))
+                outcome, failure = "failed", AgentFailed("The agent's turn was cancelled.")
+                error = failure.code
+                tail = stream.send(Failure(failure))
             else:
                 outcome = "completed"
                 tail = unstreamed(stream, reply) + stream.send(Finish(reply.usage, reply.finish_reason))
@@ -190,7 +195,7 @@ class StreamTurn:
             if output.broken:
                 outcome = "stalled" if output.stalled else "disconnected"
             meter.close(outcome)
-            self._access.done(200, ttft=meter.first_token, tokens=meter.tokens, outcome=outcome)
+            self._access.done(200, ttft=meter.first_token, tokens=meter.tokens, outcome=outcome, error=error)
 
 
 class Finished:

@@ -4,7 +4,8 @@ Per-token figures never touch a Prometheus object on the hot path: a stream coun
 and buckets its inter-token gaps in a :class:`StreamMeter` (a clock read and a bisect per
 token), and adds them to the histograms once, when it ends. With several workers serving one
 port, set ``PROMETHEUS_MULTIPROC_DIR`` (``nanobot serve --workers`` does): every worker writes
-its own files and any worker's ``/metrics`` reports the sum.
+its own files and any worker's ``/metrics`` reports the sum. The format follows the scraper's
+``Accept`` (OpenMetrics or Prometheus text); no ``*_created`` series, which nobody reads.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import time
 from collections.abc import Sequence
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
+    disable_created_metrics,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series: noise to every scrape
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 GAP_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -45,6 +48,10 @@ OUTCOMES = Counter(
     "nanobot_turns",
     "Turns ended, by outcome: completed, failed, timeout, stopped (shutdown), disconnected, stalled.",
     ("outcome",),
+)
+ABANDONED = Counter(
+    "nanobot_turns_abandoned",
+    "Turns whose agent ignored its cancellation and kept running after the request ended.",
 )
 UPSTREAM_TIME = Histogram(
     "nanobot_upstream_request_duration_seconds",
@@ -125,10 +132,12 @@ def end_turn(outcome: str, seconds: float) -> None:
     TURN.observe(seconds)
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics text and its content type: every worker's, in multiprocess mode."""
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The metrics, in the format ``accept`` asks for (OpenMetrics, or Prometheus text by
+    default), and its content type: every worker's, in multiprocess mode."""
+    encode, content_type = choose_encoder(accept or "")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return encode(registry), content_type
+    return encode(REGISTRY), content_type

@@ -12,6 +12,7 @@ tracebacks for a client's malformed request are logged as one INFO line; the dra
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from nanobot.agents import Agent
+from nanobot.api.access import CLIENT_LEFT, error_code
 from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
 from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
@@ -231,8 +233,15 @@ async def _route(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "POST" and request.path in service.dialects:
         return await handler(request)
     access = service.access(request.method, request.path, request.headers, request.remote)
-    response = await _other(request, handler, service)
-    access.done(response.status)
+    try:
+        response = await _other(request, handler, service)
+    except BaseException as exc:  # cancelled: the client left before its answer; else a bug of ours
+        access.done(CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500)
+        raise
+    access.request_id = response.headers.get("x-request-id")
+    body = response.body if isinstance(response, web.Response) else None
+    error = error_code(body) if response.status >= 400 and isinstance(body, bytes) else None
+    access.done(response.status, error=error)
     return response
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypedDict
 import orjson
 
 from nanobot.agents import Agent
-from nanobot.api.access import Access, route_of
+from nanobot.api.access import CLIENT_LEFT, Access, error_code, route_of
 from nanobot.api.collector import ReplyCollector
 from nanobot.api.cors import CORSPolicy
 from nanobot.api.dialects import Dialect
@@ -186,19 +186,20 @@ class ChatService:
     # -- routes -------------------------------------------------------------------------------
 
     def metrics(self, headers: Mapping[str, str]) -> JSONReply:
-        """Prometheus text: behind the API key unless ``metrics_public``."""
+        """Prometheus text, or OpenMetrics if asked: behind the API key unless ``metrics_public``."""
         base = self.reply_headers(headers)
         try:
             if not self.metrics_public:
                 self.authorize(headers)
         except APIError as exc:
             return self.error(exc, base)
-        body, content_type = exposition()
+        body, content_type = exposition(headers.get("accept"))
         return JSONReply(200, base, body, content_type)
 
     def access(self, method: str, path: str, headers: Mapping[str, str], client: str | None) -> Access:
-        """The log line and count of a request to a route other than chat (adapters call it)."""
-        return Access(method, path, route_of(path), headers.get("x-request-id") or "-", client)
+        """The log line and count of a request to a route other than chat (adapters call it, and
+        set its ``request_id`` from the response's ``x-request-id``)."""
+        return Access(method, path, route_of(path), None, client)
 
     def health(self, headers: Mapping[str, str]) -> JSONReply:
         """200 ``ok``; 503 ``draining`` once shutdown began, so a load balancer stops sending."""
@@ -258,9 +259,13 @@ class ChatService:
         dialect = self.dialects[path]
         base = self.reply_headers(headers)
         access = Access("POST", path, path, base["x-request-id"], client)
-        reply = await self._turn(dialect, headers, body, content_length, local_address, base, access)
+        try:
+            reply = await self._turn(dialect, headers, body, content_length, local_address, base, access)
+        except asyncio.CancelledError:  # the client left (while sending, queued, or waiting)
+            access.done(CLIENT_LEFT)
+            raise
         if isinstance(reply, JSONReply):
-            access.done(reply.status)
+            access.done(reply.status, error=error_code(reply.body) if reply.status >= 400 else None)
         return reply
 
     async def _turn(
@@ -500,12 +505,13 @@ class ChatService:
             finished=finished,
         )
         self._admit_stream()
+        access.release = self._stream_ended  # ``access.released`` also counts a stream cut before its head
         return StreamReply(
             {**STREAM_HEADERS, **base},
             run,
             self.ping_interval,
             self.write_timeout,
-            self._stream_ended,
+            access.released,
             dialect.ping,
         )
 
@@ -538,7 +544,12 @@ class ChatService:
         events = ReplyCollector()
         try:
             reply = await run_turn(
-                invoke, hold=hold, timeout=self.request_timeout, turns=self.turns, on_event=events
+                invoke,
+                hold=hold,
+                timeout=self.request_timeout,
+                turns=self.turns,
+                on_event=events,
+                access=access,
             )
             reply = events.merged(reply)
             if not (reply.text or reply.tool_calls):
@@ -546,6 +557,7 @@ class ChatService:
             turn_id = dialect.turn_id(self._new_id())
             await dialect.finished(request, reply, turn_id)
             outcome = "completed"
+            access.tokens = reply.usage.completion_tokens if reply.usage is not None else None
         except AgentCancelled:
             outcome = "failed"
             raise AgentFailed("The agent's turn was cancelled.") from None
@@ -553,6 +565,7 @@ class ChatService:
             outcome = outcome_of(exc)
             raise
         finally:
+            access.outcome = outcome
             end_turn(outcome, time.perf_counter() - access.arrived)
         body = dialect.body(
             reply, request, turn_id=turn_id, created=int(self._clock()), model=self.model_name

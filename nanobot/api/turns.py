@@ -3,9 +3,11 @@
 The request's task waits for the agent's task. When the request is cancelled (the client left,
 stopped reading, or the deadline passed) the agent's task is cancelled and given
 :data:`ABANDON_GRACE` seconds to finish; an agent that ignores the cancellation is abandoned
-there (kept referenced, its late end logged) and the request moves on, freeing its session.
+there (kept referenced, logged once with its session and request id, counted in
+``nanobot_turns_abandoned_total``) and the request moves on, freeing its session.
 :class:`Turns` also drains: on shutdown it lets open turns finish for a while, then stops the
-rest through their deadlines, so each ends with an error the client sees, never in silence.
+rest through their deadlines, so each ends with an error the client sees, never in silence. The
+drain logs its start (how many turns, how long at most) and its end.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Coroutine
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nanobot.api.errors import ShuttingDown
+from nanobot.api.metrics import ABANDONED
+
+if TYPE_CHECKING:
+    from nanobot.api.access import Access
 
 logger = logging.getLogger("nanobot.api")
 
@@ -38,10 +45,11 @@ class Turn:
     """One turn in flight: ``with`` it to register it; :meth:`start` runs the agent's work;
     :meth:`stop` ends it through its deadline. A plain slotted class: every open stream holds one."""
 
-    __slots__ = ("_task", "_turns", "_waiter", "deadline", "stopped")
+    __slots__ = ("_task", "_turns", "_waiter", "access", "deadline", "stopped")
 
-    def __init__(self, turns: Turns) -> None:
+    def __init__(self, turns: Turns, access: Access | None = None) -> None:
         self._turns = turns
+        self.access = access  #: the request it serves (named in the log if its agent is abandoned)
         self._task: asyncio.Task[object] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.deadline: asyncio.Timeout | None = None
@@ -81,7 +89,7 @@ class Turn:
             await asyncio.wait((task,), timeout=ABANDON_GRACE)
         finally:
             if not task.done():
-                self._turns._abandon(task)
+                self._turns._abandon(task, self.access)
             elif not task.cancelled() and task.exception() is not None:
                 logger.warning("a cancelled agent turn ended with %r", task.exception())
 
@@ -112,9 +120,10 @@ class Turns:
     def __len__(self) -> int:
         return len(self._open)
 
-    def turn(self) -> Turn:
-        """A new turn; ``with`` it for its duration (refused once the drain time is over)."""
-        return Turn(self)
+    def turn(self, access: Access | None = None) -> Turn:
+        """A new turn for the request ``access``; ``with`` it for its duration (refused once the
+        drain time is over)."""
+        return Turn(self, access)
 
     def _closed(self, turn: Turn) -> None:
         self._open.discard(turn)
@@ -132,15 +141,37 @@ class Turns:
         await asyncio.shield(self._drain)
 
     async def _drain_once(self, timeout: float) -> None:
+        began, open_turns = time.perf_counter(), len(self._open)
+        _log_drain(
+            "draining: %d turns open, waiting up to %g s for them to end",
+            (open_turns, timeout),
+            event="drain_started",
+            turns=open_turns,
+            timeout_s=timeout,
+        )
         await self._settle(timeout)
+        left = len(self._open)
         self.stop_now()
         await self._settle(ABANDON_GRACE + 1.0)  # a stopped turn ends within the abandon grace
         for task in list(self._abandoned):
             task.cancel()
+        seconds = round(time.perf_counter() - began, 3)
+        _log_drain(
+            "drained in %.3f s: %d turns finished, %d stopped",
+            (seconds, max(open_turns - left, 0), left),
+            event="drain_ended",
+            seconds=seconds,
+            finished=max(open_turns - left, 0),
+            stopped=left,
+        )
 
     def stop_now(self) -> None:
-        """Refuse new turns and stop every open one at once (a second shutdown signal)."""
+        """Refuse new turns and stop every open one at once (the drain time is over, or a second
+        shutdown signal came)."""
+        first = not self.stopping
         self.draining = self.stopping = True
+        if first and self._open:
+            _log_drain("stopping %d open turns now", (len(self._open),), event="drain_stopping")
         for turn in list(self._open):
             turn.stop()
 
@@ -152,8 +183,18 @@ class Turns:
                 async with asyncio.timeout(timeout):
                     await idle.wait()
 
-    def _abandon(self, task: asyncio.Task[Any]) -> None:
-        logger.warning("an agent ignored its cancellation for %g s; its turn is abandoned", ABANDON_GRACE)
+    def _abandon(self, task: asyncio.Task[Any], access: Access | None) -> None:
+        session = access.session if access is not None else None
+        request_id = access.request_id if access is not None else None
+        logger.warning(
+            "an agent ignored its cancellation for %g s; its turn is abandoned, still running "
+            "(session=%s request_id=%s)",
+            ABANDON_GRACE,
+            session or "-",
+            request_id or "-",
+            extra={"fields": {"event": "turn_abandoned", "session": session, "request_id": request_id}},
+        )
+        ABANDONED.inc()
         self._abandoned.add(task)
         task.add_done_callback(self._abandoned_done)
 
@@ -161,3 +202,8 @@ class Turns:
         self._abandoned.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("an abandoned agent turn ended with %r", task.exception())
+
+
+def _log_drain(message: str, args: tuple[object, ...], **fields: object) -> None:
+    """A drain line: text for people, ``fields`` for the JSON log format."""
+    logger.info(message, *args, extra={"fields": fields})
