@@ -198,9 +198,12 @@ class Settings:
     def response_store(self) -> ResponseStore:
         """Where ``/v1/responses`` keeps stored responses: ``--history``'s store (Redis when
         ``--redis-url`` is set and ``--history`` is memory, so every worker sees them)."""
-        from nanobot.api.dialects.responses.store import open_response_store
+        from nanobot.api.dialects.responses.store import StoreSpecError, open_response_store
 
-        return open_response_store(self.history, ttl=self.session_ttl or None, redis_url=self.redis_url)
+        try:
+            return open_response_store(self.history, ttl=self.session_ttl or None, redis_url=self.redis_url)
+        except StoreSpecError as exc:
+            raise ConfigError(str(exc), "history") from exc
 
     def model_aliases(self) -> tuple[tuple[str, str], ...]:
         """``--model-alias NAME=TARGET`` as ``(NAME, TARGET)`` pairs."""

@@ -4,7 +4,7 @@
 on CR, LF and CRLF only, as SSE does (not on U+2028 or U+0085, which JSON strings may hold raw),
 and holding at most :data:`MAX_EVENT_BYTES` for one event. :class:`ChunkReader` folds OpenAI
 ``chat.completion.chunk`` payloads into the answer's text deltas, its reasoning and client tool
-calls (as the neutral events of :mod:`nanobot.events`), its usage and whether it finished. Both
+calls (as the neutral events of :mod:`nanobot.core.events`), its usage and whether it finished. Both
 raise :class:`UpstreamFailed` for what an OpenAI-compatible server must never send.
 """
 
@@ -16,9 +16,8 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.completion import Usage
-from nanobot.api.errors import UpstreamFailed
-from nanobot.events import (
+from nanobot.core.errors import UpstreamFailed
+from nanobot.core.events import (
     AgentEvent,
     ReasoningDelta,
     ReasoningEnd,
@@ -28,6 +27,7 @@ from nanobot.events import (
     ToolCallEnd,
     ToolCallStart,
 )
+from nanobot.core.reply import Usage
 
 DONE = b"[DONE]"
 MiB = 1024 * 1024

@@ -25,8 +25,7 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.completion import Usage
-from nanobot.events import (
+from nanobot.core.events import (
     Activity,
     OnEvent,
     ReasoningDelta,
@@ -36,6 +35,7 @@ from nanobot.events import (
     ToolCallEnd,
     ToolCallStart,
 )
+from nanobot.core.reply import Usage
 
 _WORDS = re.compile(r"\s*\S+")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from nanobot.agents.history import SYSTEM_ROLES, ChatMessage, History, MemoryHistory, open_history, trimmed
 from nanobot.agents.upstream import Completion, Upstream, UpstreamMessage
-from nanobot.api.errors import InvalidRequest
 from nanobot.config import ConfigError, Settings, check_upstream
-from nanobot.events import OnEvent
+from nanobot.core.errors import InvalidRequest
+from nanobot.core.events import OnEvent
 
 
 class OpenAIAgent:

@@ -38,10 +38,10 @@ import orjson
 from yarl import URL
 
 from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, error_detail, too_large
-from nanobot.api.completion import Usage
-from nanobot.api.errors import AgentTimeout, APIError, InvalidRequest, RateLimited, UpstreamFailed
 from nanobot.api.metrics import UPSTREAM_FAILURES, UPSTREAM_TIME
-from nanobot.events import OnEvent, TextDelta, ToolCall
+from nanobot.core.errors import AgentTimeout, APIError, InvalidRequest, RateLimited, UpstreamFailed
+from nanobot.core.events import OnEvent, TextDelta, ToolCall
+from nanobot.core.reply import Usage
 
 logger = logging.getLogger("nanobot.agents.upstream")
 

@@ -28,13 +28,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nanobot.agents import Agent
 from nanobot.api.access import CLIENT_LEFT, error_code
 from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
-from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
 from nanobot.api.shutdown import drain_on_signals
+from nanobot.core.agent import Agent
+from nanobot.core.errors import InvalidRequest
 
 logger = logging.getLogger("nanobot.api")
 

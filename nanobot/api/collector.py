@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nanobot.api.completion import Reply
 from nanobot.api.stream import contract_error
-from nanobot.events import (
+from nanobot.core.events import (
     Activity,
     AgentEvent,
     ReasoningDelta,
@@ -18,6 +17,7 @@ from nanobot.events import (
     ToolCallStart,
     activity_line,
 )
+from nanobot.core.reply import Reply
 
 
 class ReplyCollector:

@@ -16,13 +16,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from nanobot.api.access import Access
-from nanobot.api.completion import Reply, read_reply
-from nanobot.api.errors import AgentFailed, AgentTimeout, APIError, TurnStopped, from_agent_exception
 from nanobot.api.metrics import StreamMeter
 from nanobot.api.output import ClientGone, Output
 from nanobot.api.stream import Failure, Finish, contract_error
 from nanobot.api.turns import AgentCancelled, Turns
-from nanobot.events import (
+from nanobot.core.errors import AgentFailed, AgentTimeout, APIError, TurnStopped, from_agent_exception
+from nanobot.core.events import (
     Activity,
     AgentEvent,
     OnEvent,
@@ -33,6 +32,7 @@ from nanobot.events import (
     ToolCallEnd,
     ToolCallStart,
 )
+from nanobot.core.reply import Reply, read_reply
 
 if TYPE_CHECKING:
     from nanobot.api.dialects import Dialect, Encoder

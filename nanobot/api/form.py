@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from nanobot.api.errors import InvalidRequest, PayloadTooLarge
 from nanobot.api.media import Attachment, MediaStore
 from nanobot.api.request import ChatRequest, Message, check_session_id
+from nanobot.core.errors import InvalidRequest, PayloadTooLarge
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})

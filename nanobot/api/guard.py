@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from nanobot.api.cors import CORSPolicy
-from nanobot.api.errors import Forbidden, MisdirectedRequest
+from nanobot.core.errors import Forbidden, MisdirectedRequest
 
 
 def key_matches(token: str, key: bytes) -> bool:

@@ -10,13 +10,13 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from nanobot.agents import Agent
-from nanobot.api.completion import Reply, read_reply
 from nanobot.api.driver import Invoke, OnStream, OnStreamEnd
-from nanobot.api.errors import InvalidRequest
 from nanobot.api.media import Attachment, MediaStore
 from nanobot.api.request import DEFAULT_SESSION, ChatRequest
-from nanobot.events import OnEvent, progress_events
+from nanobot.core.agent import Agent
+from nanobot.core.errors import InvalidRequest
+from nanobot.core.events import OnEvent, progress_events
+from nanobot.core.reply import Reply, read_reply
 
 #: Keyword arguments handed to agents whose ``process_direct`` accepts them.
 CONTEXT_KWARGS = ("messages", "request_id", "stateless", "options")
@@ -156,7 +156,7 @@ class _Call:
 
 class Progress:
     """nanobot's ``on_progress(text, *, tool_hint=, tool_events=, reasoning=, reasoning_end=)``,
-    turned into the turn's events (see :func:`nanobot.events.progress_events`)."""
+    turned into the turn's events (see :func:`nanobot.core.events.progress_events`)."""
 
     __slots__ = ("_on_event",)
 

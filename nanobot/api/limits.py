@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from nanobot.api.errors import APIError
+from nanobot.core.errors import APIError
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanobot.api.errors import InvalidRequest, PayloadTooLarge
 from nanobot.api.uploads import GIF, JPEG, PNG, WEBP, judge, sniff_image, split_extension
+from nanobot.core.errors import InvalidRequest, PayloadTooLarge
 
 IMAGE_TYPES = {"image/png": PNG, "image/jpeg": JPEG, "image/gif": GIF, "image/webp": WEBP}
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,(?P<data>.*)", re.S)

@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from nanobot.api.tools import parse_tool_calls, parse_tools
-from nanobot.events import ToolCall
+from nanobot.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from nanobot.core.events import ToolCall
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")

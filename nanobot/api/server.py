@@ -22,13 +22,13 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from nanobot.agents import Agent
 from nanobot.api.access import CLIENT_LEFT, error_code
 from nanobot.api.dialects.messages import COUNT_TOKENS_PATH
-from nanobot.api.errors import InvalidRequest
 from nanobot.api.replies import JSONReply, StreamReply
 from nanobot.api.service import ChatService, ServiceOptions
 from nanobot.api.sse import DONE, ChunkFormat
+from nanobot.core.agent import Agent
+from nanobot.core.errors import InvalidRequest
 
 SERVICE = web.AppKey("nanobot_service", ChatService)
 _SSE_DONE = DONE

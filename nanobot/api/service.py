@@ -21,7 +21,6 @@ from typing import Any, TypedDict
 
 import orjson
 
-from nanobot.agents import Agent
 from nanobot.api.access import CLIENT_LEFT, Access, error_code, route_of
 from nanobot.api.collector import ReplyCollector
 from nanobot.api.cors import CORSPolicy
@@ -31,19 +30,6 @@ from nanobot.api.dialects.messages import COUNT_TOKENS_PATH, MESSAGES, count_req
 from nanobot.api.dialects.responses import RESPONSES_PATH, Responses
 from nanobot.api.dialects.responses.store import ResponseStore
 from nanobot.api.driver import EMPTY_REPLY, Finished, Invoke, StreamTurn, outcome_of, run_turn
-from nanobot.api.errors import (
-    AgentFailed,
-    APIError,
-    AuthenticationFailed,
-    Forbidden,
-    InvalidRequest,
-    MethodNotAllowed,
-    ModelNotFound,
-    NotFound,
-    RequestTimeout,
-    ServerOverloaded,
-    ShuttingDown,
-)
 from nanobot.api.form import parse_form
 from nanobot.api.guard import BrowserGuard, key_matches
 from nanobot.api.invocation import AgentCaller
@@ -63,6 +49,20 @@ from nanobot.api.request import (
 from nanobot.api.sessions import Counted, SessionLocks, Sessions, Waiting
 from nanobot.api.tools import check_tool_results
 from nanobot.api.turns import AgentCancelled, Turns
+from nanobot.core.agent import Agent
+from nanobot.core.errors import (
+    AgentFailed,
+    APIError,
+    AuthenticationFailed,
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    RequestTimeout,
+    ServerOverloaded,
+    ShuttingDown,
+)
 
 logger = logging.getLogger("nanobot.api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

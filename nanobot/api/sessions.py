@@ -10,7 +10,7 @@ import asyncio
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from nanobot.api.errors import Overloaded
+from nanobot.core.errors import Overloaded
 
 
 class _Slot:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from nanobot.api.completion import Usage
-from nanobot.api.errors import AgentFailed, APIError
 from nanobot.api.sse import DONE, PING, ChunkFormat, event
-from nanobot.events import (
+from nanobot.core.errors import AgentFailed, APIError
+from nanobot.core.events import (
     Activity,
     AgentEvent,
     ReasoningDelta,
@@ -27,6 +26,7 @@ from nanobot.events import (
     ToolCallStart,
     activity_line,
 )
+from nanobot.core.reply import Usage
 
 
 class StreamState(enum.Enum):

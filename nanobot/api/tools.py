@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nanobot.api.errors import InvalidRequest
-from nanobot.events import ToolCall
+from nanobot.core.errors import InvalidRequest
+from nanobot.core.events import ToolCall
 
 #: OpenAI's rule for a function name.
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -20,8 +20,8 @@ from collections.abc import Coroutine
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from nanobot.api.errors import ShuttingDown
 from nanobot.api.metrics import ABANDONED
+from nanobot.core.errors import ShuttingDown
 
 if TYPE_CHECKING:
     from nanobot.api.access import Access

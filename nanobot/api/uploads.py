@@ -15,7 +15,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass
 
-from nanobot.api.errors import InvalidRequest
+from nanobot.core.errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,8 @@ import pytest
 
 from nanobot.agents.chunks import MAX_EVENT_BYTES, ChunkReader, EventDecoder, error_detail
 from nanobot.agents.upstream import chat_endpoint
-from nanobot.api.completion import Usage
-from nanobot.api.errors import UpstreamFailed
-from nanobot.events import (
+from nanobot.core.errors import UpstreamFailed
+from nanobot.core.events import (
     ReasoningDelta,
     ReasoningEnd,
     TextDelta,
@@ -22,6 +21,7 @@ from nanobot.events import (
     ToolCallEnd,
     ToolCallStart,
 )
+from nanobot.core.reply import Usage
 
 
 def decode(*chunks: bytes, limit: int = MAX_EVENT_BYTES) -> list[bytes]:

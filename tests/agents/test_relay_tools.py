@@ -16,9 +16,8 @@ import pytest_asyncio
 from nanobot.agents.history import ChatMessage, History, MemoryHistory, RedisHistory, SQLiteHistory, trimmed
 from nanobot.agents.openai import OpenAIAgent
 from nanobot.agents.upstream import Completion
-from nanobot.api.completion import Usage, read_reply
-from nanobot.api.errors import InvalidRequest, UpstreamFailed
-from nanobot.events import (
+from nanobot.core.errors import InvalidRequest, UpstreamFailed
+from nanobot.core.events import (
     AgentEvent,
     ReasoningDelta,
     ReasoningEnd,
@@ -28,6 +27,7 @@ from nanobot.events import (
     ToolCallEnd,
     ToolCallStart,
 )
+from nanobot.core.reply import Usage, read_reply
 from tests.agents.conftest import make_agent
 from tests.support.redis import RedisServer, redis_server
 from tests.support.upstream import (

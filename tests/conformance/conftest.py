@@ -10,7 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from nanobot.agents import Agent
+from nanobot.core.agent import Agent
 from tests.support.servers import STACKS, end_leftover_tasks, run_server
 from tests.support.watchdog import teardown_watchdog
 

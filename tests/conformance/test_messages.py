@@ -14,7 +14,7 @@ import pytest
 
 from nanobot.agents.echo import EchoAgent
 from nanobot.api.dialects.messages.encode import PING
-from nanobot.events import (
+from nanobot.core.events import (
     Activity,
     AgentEvent,
     ReasoningDelta,

@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 
 from nanobot.agents.echo import EchoAgent
 from nanobot.api.dialects.responses.store import RedisResponses, ResponseStore, SQLiteResponses
-from nanobot.events import OnEvent
+from nanobot.core.events import OnEvent
 from tests.conformance.conftest import Serve
 from tests.conformance.test_http import assert_error
 from tests.support.agents import ScriptedAgent
@@ -273,7 +273,7 @@ class Recorder:
     ) -> str:
         self.seen.append({"session": session_key, "tools": tools, "messages": messages, "options": options})
         if content == "/ns" and on_event is not None:
-            from nanobot.events import ToolCallDelta, ToolCallEnd, ToolCallStart
+            from nanobot.core.events import ToolCallDelta, ToolCallEnd, ToolCallStart
 
             await on_event(ToolCallStart(0, "c9", "codex_apps__search"))
             await on_event(ToolCallDelta(0, "{}"))

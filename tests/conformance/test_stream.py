@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from nanobot.api.driver import EMPTY_REPLY
-from nanobot.api.errors import RateLimited
+from nanobot.core.errors import RateLimited
 from tests.conformance.conftest import Serve
 from tests.support.agents import GateAgent, Result, ScriptedAgent
 from tests.support.sse import data_events, parse_events, text_of

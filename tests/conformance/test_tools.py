@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nanobot.agents.echo import EchoAgent
-from nanobot.events import (
+from nanobot.core.events import (
     AgentEvent,
     OnEvent,
     ReasoningDelta,

@@ -20,8 +20,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio
 
-from nanobot.api.errors import Overloaded
 from nanobot.api.redis_sessions import RedisHold, RedisSessions, ServiceUnavailable, SessionLost
+from nanobot.core.errors import Overloaded
 from tests.conformance.conftest import Serve, serve, stack
 from tests.support.agents import ScriptedAgent
 from tests.support.redis import RedisServer, broken_redis, redis_server

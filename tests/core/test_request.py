@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from nanobot.api.errors import InvalidRequest, PayloadTooLarge
 from nanobot.api.request import Message, check_body_size, parse_chat_request, read_body, resolve_session
+from nanobot.core.errors import InvalidRequest, PayloadTooLarge
 
 
 def test_minimal_request() -> None:

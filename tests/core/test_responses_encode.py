@@ -7,12 +7,11 @@ from typing import Any
 
 import pytest
 
-from nanobot.api.completion import Usage
 from nanobot.api.dialects.responses.encode import ResponsesStream
 from nanobot.api.dialects.responses.parse import parse_responses_request, qualify
-from nanobot.api.errors import AgentFailed
 from nanobot.api.stream import Failure, Finish, StreamClosed
-from nanobot.events import (
+from nanobot.core.errors import AgentFailed
+from nanobot.core.events import (
     Activity,
     ReasoningDelta,
     ReasoningEnd,
@@ -21,6 +20,7 @@ from nanobot.events import (
     ToolCallEnd,
     ToolCallStart,
 )
+from nanobot.core.reply import Usage
 
 SETTINGS = {"tools": []}
 RESP = "resp_t1"
@@ -218,7 +218,7 @@ def test_a_failure_after_text_is_response_failed() -> None:
 def test_a_failure_before_any_event_still_opens_the_response() -> None:
     s = stream()
     failed = response("failed", [], error={"code": "timeout", "message": "late"})
-    from nanobot.api.errors import AgentTimeout
+    from nanobot.core.errors import AgentTimeout
 
     assert s.send(Failure(AgentTimeout("late"))) == opening() + frame("response.failed", 2, response=failed)
 

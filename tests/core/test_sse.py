@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from nanobot.api.completion import Usage
-from nanobot.api.errors import AgentTimeout
 from nanobot.api.sse import DONE, PING, ChunkFormat, json_text
 from nanobot.api.stream import ChatStream, Failure, Finish, StreamClosed, StreamState, TextDelta
+from nanobot.core.errors import AgentTimeout
+from nanobot.core.reply import Usage
 
 HEAD = b'data: {"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":'
 

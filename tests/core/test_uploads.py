@@ -8,9 +8,9 @@ import zipfile
 
 import pytest
 
-from nanobot.api.errors import InvalidRequest
 from nanobot.api.media import unique_name
 from nanobot.api.uploads import DOCX, PDF, PNG, PPTX, TEXT, XLSX, Kind, is_text, judge, safe_name
+from nanobot.core.errors import InvalidRequest
 
 
 def office(*names: str) -> bytes:

@@ -20,12 +20,12 @@ from typing import Any
 import uvicorn
 from aiohttp import web
 
-from nanobot.agents import Agent
 from nanobot.api.aiohttp_http import LimitedAppRunner
 from nanobot.api.asgi import create_asgi_app
 from nanobot.api.limits import HeadLimits
 from nanobot.api.server import create_app
 from nanobot.api.uvicorn_http import uvicorn_options
+from nanobot.core.agent import Agent
 
 STACKS = ("aiohttp", "asgi")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from nanobot.api.completion import Reply
-from nanobot.api.errors import APIError
 from nanobot.api.request import ChatRequest, Limits
 from nanobot.api.stream import StreamEvent
+from nanobot.core.errors import APIError
+from nanobot.core.reply import Reply
 
 
 class Encoder(Protocol):

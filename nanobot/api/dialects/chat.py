@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nanobot.api.completion import Reply, completion_body
-from nanobot.api.errors import APIError
 from nanobot.api.request import ChatRequest, Limits, parse_chat_request
 from nanobot.api.sse import PING, ChunkFormat
 from nanobot.api.stream import ChatStream
+from nanobot.core.errors import APIError
+from nanobot.core.reply import Reply, Usage
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -44,3 +44,34 @@ class ChatCompletions:
 
 
 CHAT = ChatCompletions()
+
+
+def completion_body(reply: Reply, *, completion_id: str, created: int, model: str) -> dict[str, Any]:
+    """OpenAI's non-streaming ``chat.completion`` object."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": reply_message(reply),
+                "finish_reason": reply.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": (reply.usage or Usage()).to_dict(),
+    }
+
+
+def reply_message(reply: Reply) -> dict[str, Any]:
+    """The assistant message: ``content`` is ``null`` when a tool call came with no text."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    if reply.tool_calls:
+        message["tool_calls"] = [call.to_dict() for call in reply.tool_calls]
+    elif message["content"] is None:
+        message["content"] = ""
+    return message

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from nanobot.api.errors import APIError
+from nanobot.core.errors import APIError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

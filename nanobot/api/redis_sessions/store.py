@@ -10,7 +10,6 @@ import os
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from nanobot.api.errors import Overloaded
 from nanobot.api.redis_sessions.client import (
     DEFAULT_TIMEOUT,
     UNAVAILABLE,
@@ -23,6 +22,7 @@ from nanobot.api.redis_sessions.client import (
 )
 from nanobot.api.redis_sessions.hold import RedisHold
 from nanobot.api.redis_sessions.scripts import CHECK, ENTER, RELEASE, RENEW, first_fence, open_script
+from nanobot.core.errors import Overloaded
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nanobot.api.completion import Reply
 from nanobot.api.dialects.messages.body import message_body
 from nanobot.api.dialects.messages.encode import PING, MessagesStream
 from nanobot.api.dialects.messages.errors import error_body
 from nanobot.api.dialects.messages.parse import estimate_tokens, parse_messages_request
-from nanobot.api.errors import APIError
 from nanobot.api.request import ChatRequest, Limits
+from nanobot.core.errors import APIError
+from nanobot.core.reply import Reply
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"

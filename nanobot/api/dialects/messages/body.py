@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.completion import Reply
 from nanobot.api.dialects.messages.encode import stop_reason, usage_of
+from nanobot.core.reply import Reply
 
 
 def tool_input(arguments: str) -> dict[str, Any]:

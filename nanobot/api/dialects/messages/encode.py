@@ -20,11 +20,10 @@ import enum
 
 import orjson
 
-from nanobot.api.completion import Usage
 from nanobot.api.dialects.messages.errors import error_body
 from nanobot.api.sse import json_text
 from nanobot.api.stream import Failure, Finish, StreamClosed, StreamEvent, contract_error
-from nanobot.events import (
+from nanobot.core.events import (
     Activity,
     ReasoningDelta,
     ReasoningEnd,
@@ -34,6 +33,7 @@ from nanobot.events import (
     ToolCallStart,
     activity_line,
 )
+from nanobot.core.reply import Usage
 
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nanobot.api.errors import (
+from nanobot.core.errors import (
     AgentTimeout,
     APIError,
     AuthenticationFailed,

@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.errors import InvalidRequest
 from nanobot.api.request import ChatRequest, Limits, Message
 from nanobot.api.request import _check_size as check_size
-from nanobot.events import ToolCall
+from nanobot.core.errors import InvalidRequest
+from nanobot.core.events import ToolCall
 
 
 def parse_messages_request(raw: bytes, limits: Limits, *, max_tokens_required: bool = True) -> ChatRequest:

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from nanobot.api.completion import Reply
 from nanobot.api.dialects.responses.body import (
     RESPONSE_PREFIX,
     assistant_message,
@@ -28,11 +27,12 @@ from nanobot.api.dialects.responses.encode import ResponsesStream
 from nanobot.api.dialects.responses.parse import ResponsesRequest, parse_responses_request
 from nanobot.api.dialects.responses.store import MemoryResponses, ResponseStore
 from nanobot.api.driver import unstreamed
-from nanobot.api.errors import APIError, InvalidRequest, NotFound, UnsupportedMediaType
 from nanobot.api.request import SESSION_HEADERS, ChatRequest, Limits, Message, check_session_id
 from nanobot.api.sse import PING
 from nanobot.api.tools import check_tool_results
-from nanobot.events import read_tool_calls
+from nanobot.core.errors import APIError, InvalidRequest, NotFound, UnsupportedMediaType
+from nanobot.core.events import read_tool_calls
+from nanobot.core.reply import Reply
 
 RESPONSES_PATH = "/v1/responses"
 #: Headers that may name the session (Codex CLI sends both), before the chat route's own.

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nanobot.api.completion import Reply, Usage
-from nanobot.api.errors import APIError
 from nanobot.api.request import Message
-from nanobot.events import ToolCall
+from nanobot.core.errors import APIError
+from nanobot.core.events import ToolCall
+from nanobot.core.reply import Reply, Usage
 
 #: The prefix of a response id.
 RESPONSE_PREFIX = "resp_"

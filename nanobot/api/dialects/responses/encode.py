@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.completion import Usage
 from nanobot.api.dialects.responses.body import (
     Item,
     item_id,
@@ -29,10 +28,10 @@ from nanobot.api.dialects.responses.body import (
     response_object,
     status_of,
 )
-from nanobot.api.errors import APIError
 from nanobot.api.sse import json_text
 from nanobot.api.stream import Failure, Finish, StreamClosed, StreamEvent, StreamState, contract_error
-from nanobot.events import (
+from nanobot.core.errors import APIError
+from nanobot.core.events import (
     Activity,
     ReasoningDelta,
     ReasoningEnd,
@@ -42,6 +41,7 @@ from nanobot.events import (
     ToolCallStart,
     activity_line,
 )
+from nanobot.core.reply import Usage
 
 _STREAMING = StreamState.STREAMING
 #: A delta event: what opens its item (if anything), its head, the escaped text, its number.

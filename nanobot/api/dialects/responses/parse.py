@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nanobot.api.errors import InvalidRequest
 from nanobot.api.request import ChatRequest, Limits, Message, _check_size
 from nanobot.api.tools import TOOL_NAME, parse_tools
-from nanobot.events import ToolCall
+from nanobot.core.errors import InvalidRequest
+from nanobot.core.events import ToolCall
 
 if TYPE_CHECKING:
     from nanobot.api.dialects.responses.encode import ResponsesStream

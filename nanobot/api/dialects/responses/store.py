@@ -28,7 +28,6 @@ from nanobot.api.redis_sessions import (
     redis_client,
     redis_failures,
 )
-from nanobot.config import ConfigError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -36,6 +35,10 @@ if TYPE_CHECKING:
 #: Seconds a stored response is kept: the history store's default, a week.
 DEFAULT_TTL = 7 * 24 * 3600.0
 Record = dict[str, Any]
+
+
+class StoreSpecError(ValueError):
+    """``--history`` names a store that cannot be opened (the configuration reports it)."""
 
 
 class ResponseStore(Protocol):
@@ -111,7 +114,7 @@ class SQLiteResponses:
                 "(id TEXT PRIMARY KEY, record TEXT NOT NULL, expires REAL NOT NULL)"
             )
         except sqlite3.Error as exc:
-            raise ConfigError(f"Cannot open the response store {str(self.path)!r}: {exc}") from exc
+            raise StoreSpecError(f"Cannot open the response store {str(self.path)!r}: {exc}") from exc
 
     async def get(self, response_id: str) -> Record | None:
         return await asyncio.to_thread(self._get, response_id)
@@ -175,7 +178,7 @@ class RedisResponses:
         try:
             self._redis: Redis = redis_client(url, timeout=timeout)
         except ValueError as exc:
-            raise ConfigError(f"Cannot use the response store {url!r}: {exc}") from exc
+            raise StoreSpecError(f"Cannot use the response store {url!r}: {exc}") from exc
         self._failures = redis_failures()
         self.prefix = prefix
         self.timeout = timeout
@@ -234,4 +237,4 @@ def open_response_store(
     kind, _, path = spec.partition(":")
     if kind == "sqlite" and path:
         return SQLiteResponses(path, ttl=ttl)
-    raise ConfigError(f"history must be 'memory' or 'sqlite:PATH' (or redis://HOST:PORT/DB), not {spec!r}")
+    raise StoreSpecError(f"must be 'memory' or 'sqlite:PATH' (or redis://HOST:PORT/DB), not {spec!r}")

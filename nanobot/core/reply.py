@@ -1,4 +1,4 @@
-"""What an agent returned, and the non-streaming ``chat.completion`` body built from it."""
+"""What an agent returned, normalised: its text, tool calls, reasoning, finish reason and usage."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nanobot.api.errors import AgentFailed
-from nanobot.events import FINISH_REASONS, ToolCall, read_tool_calls
+from nanobot.core.errors import AgentFailed
+from nanobot.core.events import FINISH_REASONS, ToolCall, read_tool_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,34 +107,3 @@ _MISSING = object()
 def _kind(result: object) -> str:
     content = getattr(result, "content", result)
     return f"a {type(result).__name__}" if content is result else f".content of type {type(content).__name__}"
-
-
-def completion_body(reply: Reply, *, completion_id: str, created: int, model: str) -> dict[str, Any]:
-    """OpenAI's non-streaming ``chat.completion`` object."""
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": reply_message(reply),
-                "finish_reason": reply.finish_reason,
-                "logprobs": None,
-            }
-        ],
-        "usage": (reply.usage or Usage()).to_dict(),
-    }
-
-
-def reply_message(reply: Reply) -> dict[str, Any]:
-    """The assistant message: ``content`` is ``null`` when a tool call came with no text."""
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
-    if reply.reasoning:
-        message["reasoning_content"] = reply.reasoning
-    if reply.tool_calls:
-        message["tool_calls"] = [call.to_dict() for call in reply.tool_calls]
-    elif message["content"] is None:
-        message["content"] = ""
-    return message
