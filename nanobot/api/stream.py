@@ -61,7 +61,67 @@ def contract_error(message: str) -> AgentFailed:
     return AgentFailed(message, code="agent_contract")
 
 
-class ChatStream:
+class EventEncoder:
+    """What every dialect's stream shares: :meth:`send` hands each event to the method that
+    encodes it (agent activity as a line of reasoning text); a dialect's stream implements them.
+    Nothing may be sent once ``state`` left ``STREAMING``."""
+
+    __slots__ = ()
+    state: StreamState
+
+    def send(self, ev: StreamEvent) -> bytes:
+        if self.state is not _STREAMING:
+            raise StreamClosed(f"stream is {self.state.value}")
+        if isinstance(ev, TextDelta):
+            return self.text(ev.text) if ev.text else b""
+        if isinstance(ev, ReasoningDelta):
+            return self.reasoning(ev.text)
+        if isinstance(ev, ToolCallDelta):
+            return self.tool_arguments(ev)
+        if isinstance(ev, ToolCallStart):
+            return self.tool_call(ev)
+        if isinstance(ev, Activity):
+            return self.reasoning(activity_line(ev))
+        if isinstance(ev, ToolCallEnd):
+            return self.tool_call_end(ev)
+        if isinstance(ev, ReasoningEnd):
+            return self.reasoning_end()
+        if isinstance(ev, Finish):
+            return self.finish(ev)
+        if isinstance(ev, Failure):
+            return self.fail(ev.error)
+        raise contract_error(f"The agent sent a {type(ev).__name__}, which is not a turn event.")
+
+    def text(self, text: str) -> bytes:
+        """A text delta (the hot path: the driver calls it directly)."""
+        raise NotImplementedError
+
+    def reasoning(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    def reasoning_end(self) -> bytes:
+        """The end of a run of reasoning: no bytes unless the dialect closes a block."""
+        return b""
+
+    def tool_call(self, ev: ToolCallStart) -> bytes:
+        raise NotImplementedError
+
+    def tool_arguments(self, ev: ToolCallDelta) -> bytes:
+        raise NotImplementedError
+
+    def tool_call_end(self, ev: ToolCallEnd) -> bytes:
+        raise NotImplementedError
+
+    def finish(self, ev: Finish) -> bytes:
+        """The stream's successful end; ``state`` becomes ``DONE``."""
+        raise NotImplementedError
+
+    def fail(self, error: APIError) -> bytes:
+        """The stream's failed end; ``state`` becomes ``FAILED``."""
+        raise NotImplementedError
+
+
+class ChatStream(EventEncoder):
     """Turns the events of one completion into the bytes of its SSE stream."""
 
     __slots__ = ("_calls", "_format", "_include_usage", "sent_reasoning", "sent_text", "started", "state")
@@ -79,30 +139,6 @@ class ChatStream:
     def sent_calls(self) -> int:
         """Client tool calls started in this stream."""
         return len(self._calls)
-
-    def send(self, ev: StreamEvent) -> bytes:
-        if self.state is not StreamState.STREAMING:
-            raise StreamClosed(f"stream is {self.state.value}")
-        if isinstance(ev, TextDelta):
-            return self.text(ev.text)
-        if isinstance(ev, ReasoningDelta):
-            return self.reasoning(ev.text)
-        if isinstance(ev, ToolCallDelta):
-            return self._arguments(ev)
-        if isinstance(ev, ToolCallStart):
-            return self._call(ev)
-        if isinstance(ev, Activity):
-            return self.reasoning(activity_line(ev))
-        if isinstance(ev, ToolCallEnd):
-            return self._end_call(ev)
-        if isinstance(ev, ReasoningEnd):
-            return b""
-        if isinstance(ev, Finish):
-            return self._finish(ev)
-        if isinstance(ev, Failure):
-            self.state = StreamState.FAILED
-            return event(ev.error.to_body())
-        raise contract_error(f"The agent sent a {type(ev).__name__}, which is not a turn event.")
 
     def text(self, text: str) -> bytes:
         """Fast path for :class:`TextDelta`: one event for one token."""
@@ -130,7 +166,7 @@ class ChatStream:
         """A keepalive comment; empty once the stream has ended."""
         return PING if self.state is StreamState.STREAMING else b""
 
-    def _call(self, ev: ToolCallStart) -> bytes:
+    def tool_call(self, ev: ToolCallStart) -> bytes:
         if ev.index in self._calls or ev.index < 0:
             raise contract_error(f"The agent started tool call {ev.index} twice (or a negative index).")
         self._calls[ev.index] = True
@@ -138,18 +174,22 @@ class ChatStream:
         self.started = True
         return self._format.tool_call(ev.index, ev.call_id, ev.name, first=first)
 
-    def _arguments(self, ev: ToolCallDelta) -> bytes:
+    def tool_arguments(self, ev: ToolCallDelta) -> bytes:
         if not self._calls.get(ev.index):
             raise contract_error(f"The agent sent arguments of tool call {ev.index}, which is not open.")
         return self._format.tool_arguments(ev.index, ev.arguments) if ev.arguments else b""
 
-    def _end_call(self, ev: ToolCallEnd) -> bytes:
+    def tool_call_end(self, ev: ToolCallEnd) -> bytes:
         if not self._calls.get(ev.index):
             raise contract_error(f"The agent ended tool call {ev.index}, which is not open.")
         self._calls[ev.index] = False
         return b""
 
-    def _finish(self, ev: Finish) -> bytes:
+    def fail(self, error: APIError) -> bytes:
+        self.state = StreamState.FAILED
+        return event(error.to_body())
+
+    def finish(self, ev: Finish) -> bytes:
         parts = [] if self.started else [self._format.delta("", first=True)]
         reason = "tool_calls" if self._calls and ev.reason == "stop" else ev.reason
         parts.append(self._format.finish(reason))

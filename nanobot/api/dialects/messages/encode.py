@@ -22,16 +22,12 @@ import orjson
 
 from nanobot.api.dialects.messages.errors import error_body
 from nanobot.api.sse import json_text
-from nanobot.api.stream import Failure, Finish, StreamClosed, StreamEvent, contract_error
+from nanobot.api.stream import EventEncoder, Finish, StreamClosed, StreamState, contract_error
+from nanobot.core.errors import APIError
 from nanobot.core.events import (
-    Activity,
-    ReasoningDelta,
-    ReasoningEnd,
-    TextDelta,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
-    activity_line,
 )
 from nanobot.core.reply import Usage
 
@@ -57,13 +53,7 @@ _THINKING_BLOCK = b',"content_block":{"type":"thinking","thinking":"","signature
 _STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
 
 
-class _State(enum.Enum):
-    STREAMING = "streaming"
-    DONE = "done"
-    FAILED = "failed"
-
-
-_STREAMING = _State.STREAMING
+_STREAMING = StreamState.STREAMING
 
 
 class _Kind(enum.Enum):
@@ -119,7 +109,7 @@ def stop_reason(reason: str, calls: bool) -> str:
     return STOP_REASONS.get(reason, "end_turn")
 
 
-class MessagesStream:
+class MessagesStream(EventEncoder):
     """Turns the events of one turn into the bytes of its Anthropic SSE stream."""
 
     __slots__ = (
@@ -140,7 +130,7 @@ class MessagesStream:
     def __init__(self, message_id: str, model: str, input_tokens: int, error: object = None) -> None:
         self._start: bytes | None = message_start(message_id, model, input_tokens)
         self._tool_id = "toolu_" + message_id.removeprefix("msg_")
-        self.state = _State.STREAMING
+        self.state = StreamState.STREAMING
         self.sent_text = False
         self.sent_reasoning = False
         self._block = -1  #: index of the last block started
@@ -154,30 +144,13 @@ class MessagesStream:
     def sent_calls(self) -> int:
         return len(self._calls)
 
-    def send(self, ev: StreamEvent) -> bytes:
-        if self.state is not _STREAMING:
-            raise StreamClosed(f"stream is {self.state.value}")
-        if isinstance(ev, TextDelta):
-            return self.text(ev.text) if ev.text else b""
-        if isinstance(ev, ReasoningDelta):
-            return self.reasoning(ev.text)
-        if isinstance(ev, ToolCallDelta):
-            return self._arguments(ev)
-        if isinstance(ev, ToolCallStart):
-            return self._call(ev)
-        if isinstance(ev, Activity):
-            return self.reasoning(activity_line(ev))
-        if isinstance(ev, ToolCallEnd):
-            return self._end_call(ev)
-        if isinstance(ev, ReasoningEnd):
-            return self._close() if self._kind is _Kind.THINKING else b""
-        if isinstance(ev, Finish):
-            return self._finish(ev)
-        if isinstance(ev, Failure):
-            self.state = _State.FAILED
-            self._kind = None
-            return error_event(error_body(ev.error)[1])
-        raise contract_error(f"The agent sent a {type(ev).__name__}, which is not a turn event.")
+    def reasoning_end(self) -> bytes:
+        return self._close() if self._kind is _Kind.THINKING else b""
+
+    def fail(self, error: APIError) -> bytes:
+        self.state = StreamState.FAILED
+        self._kind = None
+        return error_event(error_body(error)[1])
 
     def text(self, text: str) -> bytes:
         """Fast path for :class:`TextDelta`: one event for one token."""
@@ -227,7 +200,7 @@ class MessagesStream:
         self._kind = None
         return _STOP + str(self._block).encode() + b"}\n\n"
 
-    def _call(self, ev: ToolCallStart) -> bytes:
+    def tool_call(self, ev: ToolCallStart) -> bytes:
         if ev.index in self._calls or ev.index < 0:
             raise contract_error(f"The agent started tool call {ev.index} twice (or a negative index).")
         opening = self._close()
@@ -245,7 +218,7 @@ class MessagesStream:
         }
         return opening + _START + index + b',"content_block":' + orjson.dumps(block) + b"}\n\n"
 
-    def _arguments(self, ev: ToolCallDelta) -> bytes:
+    def tool_arguments(self, ev: ToolCallDelta) -> bytes:
         if not self._calls.get(ev.index):
             raise contract_error(f"The agent sent arguments of tool call {ev.index}, which is not open.")
         if ev.index != self._open_call:
@@ -258,7 +231,7 @@ class MessagesStream:
         self._deltas += 1
         return self._head + json_text(ev.arguments) + _DELTA_END
 
-    def _end_call(self, ev: ToolCallEnd) -> bytes:
+    def tool_call_end(self, ev: ToolCallEnd) -> bytes:
         if ev.index not in self._calls:
             raise contract_error(f"The agent ended tool call {ev.index}, which it never started.")
         if ev.index == self._open_call:
@@ -266,7 +239,7 @@ class MessagesStream:
         self._calls[ev.index] = False  # closed already, when the next block began
         return b""
 
-    def _finish(self, ev: Finish) -> bytes:
+    def finish(self, ev: Finish) -> bytes:
         parts = [self._close()]  # ``message_start`` when nothing came, else the open block's end
         usage = ev.usage or Usage()
         delta: dict[str, object] = {"output_tokens": usage.completion_tokens if ev.usage else self._deltas}
@@ -279,5 +252,5 @@ class MessagesStream:
             "usage": delta,
         }
         parts += (sse("message_delta", payload), MESSAGE_STOP)
-        self.state = _State.DONE
+        self.state = StreamState.DONE
         return b"".join(parts)

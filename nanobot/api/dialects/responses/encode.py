@@ -29,17 +29,12 @@ from nanobot.api.dialects.responses.body import (
     status_of,
 )
 from nanobot.api.sse import json_text
-from nanobot.api.stream import Failure, Finish, StreamClosed, StreamEvent, StreamState, contract_error
+from nanobot.api.stream import EventEncoder, Finish, StreamClosed, StreamState, contract_error
 from nanobot.core.errors import APIError
 from nanobot.core.events import (
-    Activity,
-    ReasoningDelta,
-    ReasoningEnd,
-    TextDelta,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
-    activity_line,
 )
 from nanobot.core.reply import Usage
 
@@ -64,7 +59,7 @@ def _head(kind: str, fields: Mapping[str, Any], last: str) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + body[:-1] + b',"' + last.encode() + b'":'
 
 
-class ResponsesStream:
+class ResponsesStream(EventEncoder):
     """Turns the events of one response into the bytes of its SSE stream."""
 
     __slots__ = (
@@ -128,29 +123,6 @@ class ResponsesStream:
         return len(self._calls)
 
     # -- the encoder protocol -------------------------------------------------------------
-
-    def send(self, ev: StreamEvent) -> bytes:
-        if self.state is not _STREAMING:
-            raise StreamClosed(f"stream is {self.state.value}")
-        if isinstance(ev, TextDelta):
-            return self.text(ev.text) if ev.text else b""
-        if isinstance(ev, ReasoningDelta):
-            return self.reasoning(ev.text)
-        if isinstance(ev, ToolCallDelta):
-            return self._arguments(ev)
-        if isinstance(ev, ToolCallStart):
-            return self._call(ev)
-        if isinstance(ev, Activity):
-            return self.reasoning(activity_line(ev))
-        if isinstance(ev, ToolCallEnd):
-            return self._end_call(ev)
-        if isinstance(ev, ReasoningEnd):
-            return self._close_reasoning()
-        if isinstance(ev, Finish):
-            return self._finish(ev)
-        if isinstance(ev, Failure):
-            return self._fail(ev.error)
-        raise contract_error(f"The agent sent a {type(ev).__name__}, which is not a turn event.")
 
     def text(self, text: str) -> bytes:
         """Fast path for :class:`TextDelta`: one event for one token."""
@@ -238,7 +210,7 @@ class ResponsesStream:
         return start + self._event("response.output_item.added", added)
 
     def _open_message(self) -> bytes:
-        out = self._close_reasoning()
+        out = self.reasoning_end()
         index = len(self.items)
         item = self._message = Item("message", item_id(self._turn_id, "message", index))
         out += self._add(item)
@@ -282,7 +254,7 @@ class ResponsesStream:
             self._reasoning_head = _head("response.reasoning_text.delta", place, "delta")
         return out
 
-    def _close_reasoning(self) -> bytes:
+    def reasoning_end(self) -> bytes:
         item = self._reasoning
         if item is None:
             return b""
@@ -302,10 +274,10 @@ class ResponsesStream:
             out += self._event("response.content_part.done", {**place, "part": part})
         return out + self._event("response.output_item.done", {"output_index": index, "item": item.to_dict()})
 
-    def _call(self, ev: ToolCallStart) -> bytes:
+    def tool_call(self, ev: ToolCallStart) -> bytes:
         if ev.index in self._calls or ev.index < 0:
             raise contract_error(f"The agent started tool call {ev.index} twice (or a negative index).")
-        out = self._close_message() + self._close_reasoning()
+        out = self._close_message() + self.reasoning_end()
         item = new_call(self._turn_id, len(self.items), ev.call_id, ev.name, self._names)
         self._calls[ev.index] = item
         return out + self._add(item)
@@ -316,7 +288,7 @@ class ResponsesStream:
             raise contract_error(f"The agent {what} tool call {index}, which is not open.")
         return item
 
-    def _arguments(self, ev: ToolCallDelta) -> bytes:
+    def tool_arguments(self, ev: ToolCallDelta) -> bytes:
         item = self._open_call(ev.index, "sent arguments of")
         if not ev.arguments:
             return b""
@@ -324,7 +296,7 @@ class ResponsesStream:
         fields = {"item_id": item.id, "output_index": self.items.index(item), "delta": ev.arguments}
         return self._event("response.function_call_arguments.delta", fields)
 
-    def _end_call(self, ev: ToolCallEnd) -> bytes:
+    def tool_call_end(self, ev: ToolCallEnd) -> bytes:
         item = self._open_call(ev.index, "ended")
         self._calls[ev.index] = None
         return self._close_call(item)
@@ -337,21 +309,21 @@ class ResponsesStream:
         )
 
     def _close_all(self) -> bytes:
-        out = self._close_message() + self._close_reasoning()
+        out = self._close_message() + self.reasoning_end()
         for index, item in self._calls.items():
             if item is not None:
                 self._calls[index] = None
                 out += self._close_call(item)
         return out
 
-    def _finish(self, ev: Finish) -> bytes:
+    def finish(self, ev: Finish) -> bytes:
         out = self._held + self._start() + self._close_all()
         reason = "tool_calls" if self._calls and ev.reason == "stop" else ev.reason
         final = self._final or self._response(status_of(reason), usage=ev.usage, reason=reason)
         self.state = StreamState.DONE
         return out + self._event(f"response.{final['status']}", {"response": final})
 
-    def _fail(self, error: APIError) -> bytes:
+    def fail(self, error: APIError) -> bytes:
         out = self._held + self._start()
         self.state = StreamState.FAILED
         failed = self._response("failed", error=error)
