@@ -177,9 +177,9 @@ def is_form(content_type: str) -> bool:
     )
 
 
-def parse_chat_request(body: bytes, limits: Limits = Limits(), *, relays: bool = False) -> ChatRequest:
-    """Validate a Chat Completions request body. ``relays``: the agent takes the client's
-    sampling fields, so a ``response_format`` other than text is the upstream's to judge."""
+def load_object(body: bytes, limits: Limits) -> dict[str, Any]:
+    """A request body as a JSON object: checked for size first, then parsed (400 if not JSON,
+    or not an object). Every dialect's parser starts here."""
     _check_size(body, limits)
     try:
         data = orjson.loads(body)
@@ -187,6 +187,13 @@ def parse_chat_request(body: bytes, limits: Limits = Limits(), *, relays: bool =
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def parse_chat_request(body: bytes, limits: Limits = Limits(), *, relays: bool = False) -> ChatRequest:
+    """Validate a Chat Completions request body. ``relays``: the agent takes the client's
+    sampling fields, so a ``response_format`` other than text is the upstream's to judge."""
+    data = load_object(body, limits)
     _refuse_unsupported(data, relays)
     tools, tool_options = parse_tools(data, limits.max_tools)
     options = {name: data[name] for name in FORWARDED if data.get(name) is not None}

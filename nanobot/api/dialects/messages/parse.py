@@ -26,21 +26,14 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.request import ChatRequest, Limits, Message
-from nanobot.api.request import _check_size as check_size
+from nanobot.api.request import ChatRequest, Limits, Message, load_object
 from nanobot.core.errors import InvalidRequest
 from nanobot.core.events import ToolCall
 
 
 def parse_messages_request(raw: bytes, limits: Limits, *, max_tokens_required: bool = True) -> ChatRequest:
     """Validate a Messages body (``max_tokens_required`` is off for ``count_tokens``)."""
-    check_size(raw, limits)
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    data = load_object(raw, limits)
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidRequest("'model' must be a string.", param="model")

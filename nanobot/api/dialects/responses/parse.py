@@ -21,9 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from nanobot.api.request import ChatRequest, Limits, Message, _check_size
+from nanobot.api.request import ChatRequest, Limits, Message, load_object
 from nanobot.api.tools import TOOL_NAME, parse_tools
 from nanobot.core.errors import InvalidRequest
 from nanobot.core.events import ToolCall
@@ -106,13 +104,7 @@ def parse_responses_request(
     body: bytes, limits: Limits = DEFAULT_LIMITS, *, relays: bool = False
 ) -> ResponsesRequest:
     """Validate a ``POST /v1/responses`` body (400 naming the field)."""
-    _check_size(body, limits)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    data = load_object(body, limits)
     for name, harmless in _REFUSED.items():
         if name in data and data[name] not in harmless:
             raise InvalidRequest(
