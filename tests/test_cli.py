@@ -540,3 +540,28 @@ def test_workers_cut_by_a_second_signal_make_the_supervisor_exit_non_zero(stack:
             assert "address already in use" in second.stderr
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"NANOBOT_REQUEST_TIMEOUT": "soon"}, "NANOBOT_REQUEST_TIMEOUT: "),
+        (
+            {"NANOBOT_AGENT": "openai", "NANOBOT_UPSTREAM_URL": "http://127.0.0.1:1/v1"},
+            "NANOBOT_UPSTREAM_MODEL: ",
+        ),
+    ],
+)
+def test_plain_uvicorn_reports_a_bad_setting_in_one_line(env: dict[str, str], named: str) -> None:
+    """``uvicorn asgi.app:app`` with a bad ``NANOBOT_*`` value: one line naming the variable,
+    exit status 2, no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "asgi.app:app", "--port", "0"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"asgi.app: error: {named}")
