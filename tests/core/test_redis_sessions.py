@@ -497,7 +497,7 @@ async def _turns(sessions: RedisSessions, count: int = 20) -> list[BaseException
 async def test_connections_that_died_while_idle_are_replaced_before_use(
     make: Make, peek: redis.asyncio.Redis, redis_server: RedisServer
 ) -> None:
-    sessions = make()
+    sessions = make(timeout=2.0)  # replaced, not fast: 20 reconnections on a busy machine
     assert await _turns(sessions) == [None] * 20  # about 20 connections pooled
     await peek.client_kill_filter(_type="normal")  # all but ours, Redis up
     assert await _turns(sessions) == [None] * 20  # was 20 of 20 x 503
@@ -508,7 +508,7 @@ async def test_connections_that_died_while_idle_are_replaced_before_use(
 async def test_the_api_serves_every_turn_after_its_redis_connections_died(
     serve: Serve, redis_server: RedisServer, peek: redis.asyncio.Redis, prefix: str
 ) -> None:
-    sessions = RedisSessions(redis_server.url, lease=LEASE, prefix=prefix)
+    sessions = RedisSessions(redis_server.url, lease=LEASE, prefix=prefix, timeout=2.0)
     client = await serve(ScriptedAgent(tokens=["hi"]), sessions=sessions)
 
     async def burst() -> list[int]:
