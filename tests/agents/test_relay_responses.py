@@ -200,7 +200,7 @@ def codex_function(name: str, **properties: Any) -> dict[str, Any]:
     }
 
 
-#: Its tools, in its order: eight functions, a namespace of five, a hosted web search.
+#: Its tools, in its order: seven functions, a namespace of five, a hosted web search.
 CODEX_TOOLS: list[dict[str, Any]] = [
     codex_function("exec_command", cmd={"type": "string"}, workdir={"type": "string"}),
     codex_function("write_stdin", session_id={"type": "number"}, chars={"type": "string"}),
