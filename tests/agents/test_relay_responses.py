@@ -93,6 +93,44 @@ async def test_openai_agents_sdk_default_model_runs_a_function_tool(
     await sdk.close()
 
 
+async def test_openai_agents_sdk_streamed_run_through_the_relay(relay: Relay, upstream: FakeUpstream) -> None:
+    """``Runner.run_streamed``: the same round trip over ``/v1/responses`` with ``stream: true``."""
+    from agents import Agent, RunConfig, Runner, function_tool, set_tracing_disabled
+    from agents.models.openai_provider import OpenAIProvider
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"21 C and sunny in {city}"
+
+    upstream.will(raw(*calls_events(("call_4", "get_weather", FRAGMENTS), thoughts=["Hmm."])))
+    upstream.will(answer("It is ", "sunny."))
+    sdk = AsyncOpenAI(base_url=base_url(await relay()), api_key="unused", max_retries=0)
+    agent = Agent(name="weather", tools=[get_weather], model="nanobot")
+    config = RunConfig(model_provider=OpenAIProvider(openai_client=sdk, use_responses=True))
+    result = Runner.run_streamed(agent, "Weather in Oslo?", run_config=config)
+    raw_kinds: list[str] = []
+    items: list[str] = []
+    async for event in result.stream_events():
+        if event.type == "raw_response_event":
+            raw_kinds.append(event.data.type)
+        elif event.type == "run_item_stream_event":
+            items.append(event.item.type)
+    assert result.final_output == "It is sunny."
+    assert items == ["reasoning_item", "tool_call_item", "tool_call_output_item", "message_output_item"]
+    assert raw_kinds.count("response.completed") == 2
+    assert "response.reasoning_text.delta" in raw_kinds and "response.output_text.delta" in raw_kinds
+    assert upstream.last.messages[-1] == {
+        "role": "tool",
+        "tool_call_id": "call_4",
+        "content": "21 C and sunny in Oslo",
+    }
+    await sdk.close()
+
+
 async def test_openai_sdk_streams_upstream_reasoning_and_calls_as_items(
     relay: Relay, upstream: FakeUpstream
 ) -> None:
