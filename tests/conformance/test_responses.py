@@ -34,8 +34,14 @@ WEATHER = {
 
 
 def sdk(client: httpx.AsyncClient, key: str = "unused") -> AsyncOpenAI:
-    """An openai client on ``client``'s connections (closed with it)."""
-    return AsyncOpenAI(base_url=f"{client.base_url}/v1", api_key=key, max_retries=0, http_client=client)
+    """An openai client on ``client``'s connections (closed with it). The SDK's annotation names
+    ``httpx2`` (its fork of httpx), whose client an ``httpx`` client stands in for at run time."""
+    return AsyncOpenAI(
+        base_url=f"{client.base_url}/v1",
+        api_key=key,
+        max_retries=0,
+        http_client=client,  # type: ignore[arg-type]
+    )
 
 
 def sse(body: str) -> list[tuple[str, dict[str, Any]]]:
@@ -122,7 +128,8 @@ async def test_sdk_stream_helper_final_response(serve: Serve) -> None:
     async with client.responses.stream(model="nanobot", input="one two three") as stream:
         final = await stream.get_final_response()
     assert final.output_text == "one two three"
-    assert final.output[0].id.startswith("msg_")
+    message = final.output[0]
+    assert message.type == "message" and message.id.startswith("msg_")
 
 
 async def test_sdk_non_streaming_and_retrieve_and_delete(serve: Serve) -> None:
@@ -363,6 +370,31 @@ async def test_a_codex_request_is_served_with_namespaces_and_its_session(serve: 
     messages = agent.seen[1]["messages"]
     assert messages[-2]["tool_calls"][0]["function"]["name"] == "codex_apps__search"
     assert messages[-1] == {"role": "tool", "tool_call_id": "c9", "content": "found"}
+
+
+async def test_a_function_call_output_of_parts_keeps_a_trace_of_images_and_files(serve: Serve) -> None:
+    """Codex CLI's ``view_image`` answers with an ``input_image`` part: a chat tool message holds
+    only text, so the agent gets ``[image]`` (as for Anthropic's tool results), never ``""``."""
+    agent = Recorder()
+    http = await serve(agent)
+    output = [
+        {"type": "input_text", "text": "Here:"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"},
+        {"type": "input_file", "file_id": "file_1"},
+    ]
+    body = codex_body("look")
+    body["input"] += [
+        {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+        {"type": "function_call_output", "id": "fco_1", "call_id": "c1", "output": output},
+    ]
+    response = await http.post(PATH, json=body, headers={"session-id": "img-1"})
+    assert response.status_code == 200, response.text
+    assert agent.seen[0]["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "c1",
+        "content": "Here:\n[image]\n[file a.pdf]\n[file]",
+    }
 
 
 async def test_reasoning_summary_requested_streams_summary_events(serve: Serve) -> None:

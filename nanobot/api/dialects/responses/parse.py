@@ -518,10 +518,24 @@ def _call(item: Mapping[str, Any], where: str) -> ToolCall:
 
 
 def _output(output: object, where: str) -> str:
-    """A function call's output: a string, or parts whose text is joined."""
+    """A function call's output: a string, or parts whose text is joined; an image part (Codex
+    CLI's ``view_image`` answers with one) is ``[image]`` and a file part ``[file NAME]``, as a
+    chat ``tool`` message carries only text."""
     if isinstance(output, str):
         return output
     if isinstance(output, list):
-        texts = [p["text"] for p in output if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return "\n".join(texts)
+        return "\n".join(text for part in output if (text := _output_part(part)) is not None)
     raise InvalidRequest(f"'{where}' must be a string or an array of parts.", param=where)
+
+
+def _output_part(part: object) -> str | None:
+    if not isinstance(part, dict):
+        return None
+    if isinstance(part.get("text"), str):
+        return str(part["text"])
+    if part.get("type") == "input_image":
+        return "[image]"
+    if part.get("type") == "input_file":
+        name = part.get("filename")
+        return f"[file {name}]" if isinstance(name, str) and name else "[file]"
+    return None
