@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from benchmarks import dialects, variantreport
 from benchmarks import quickreport as quick
 from benchmarks.checks import self_test
 from benchmarks.harness import QUIET, Suite, describe, progress, run_load, run_suite
@@ -83,6 +84,7 @@ def run_local(args: argparse.Namespace) -> int:
     if args.workloads:
         steps = select(steps, [name.strip() for name in args.workloads.split(",") if name.strip()])
     self_test()
+    dialects.self_test()
     progress(f"benchmarks ({mode}): {len(servers)} servers x {sum(s.reported for s in steps)} steps")
     suite = run_suite(servers, steps, quick=args.quick)
     if not args.quick:
@@ -174,10 +176,12 @@ def publish(out: Path, mode: str, suite: Suite, steps: list[Step], endpoint: str
         "results": suite.results,
         "notes": suite.notes,
         "redis_cost": suite.redis_cost,
+        "variants": variantreport.document(suite.results),
     }
     write_json(out / f"{mode}.json", document)
     summaries = [
         targets(echo) if echo else "",
+        variantreport.summary(suite.results),
         relay_summary(suite.results) if tables[1] else "",
         relay_verdicts(suite.results) if tables[1] else "",
         scale_summary(suite.results, suite.redis_cost),

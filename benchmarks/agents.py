@@ -5,7 +5,12 @@ so every server, ours and the peers, gets the same parameters from the same body
 is the firehose (every token at once, never waiting); ``delay > 0`` is the paced agent (it sleeps
 ``delay`` seconds before each token). A silent stream is a paced one with a very long delay.
 ``"256 0 yield"`` is a firehose that yields to the event loop before each token
-(``asyncio.sleep(0)``), as an agent reading tokens off a socket does.
+(``asyncio.sleep(0)``), as an agent reading tokens off a socket does. A last word names what the
+tokens are sent as (:data:`EMITS`): ``"256 0 yield reasoning"`` sends them as reasoning deltas
+(``on_event(ReasoningDelta(token))``, then the end of reasoning and a one-token answer),
+``"256 0 yield tool"`` as the argument fragments of one client tool call (``ToolCallStart``, a
+``ToolCallDelta`` per token, ``ToolCallEnd``; the request must carry ``tools``). Only our
+servers get those (their agent takes ``on_event``); text is the default.
 Tokens are deterministic, so the load client knows the exact text to expect.
 """
 
@@ -17,10 +22,26 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nanobot.core.events import (
+    OnEvent,
+    ReasoningDelta,
+    ReasoningEnd,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
+
 #: Token stems: plain words, and ones that need JSON escaping (quote, newline, tab, non-ASCII).
 VOCABULARY = (" the", " quick", ",", ' "fox"', "\n", " naïve", " \t", " 🙂")
 
 OnStream = Callable[[str], Awaitable[None]]
+
+#: What an agent sends its tokens as: answer text, reasoning deltas, or a tool call's arguments.
+EMITS = ("text", "reasoning", "tool")
+#: The answer after a reasoning stream, and the client tool call of a ``tool`` stream.
+REASONING_ANSWER = " ok"
+TOOL_NAME = "bench"
+TOOL_CALL_ID = "call_bench"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +51,15 @@ class Workload:
     tokens: int
     delay: float = 0.0
     yields: bool = False
+    emits: str = "text"  # one of :data:`EMITS`
 
     def prompt(self) -> str:
-        return f"{self.tokens} {self.delay:g}" + (" yield" if self.yields else "")
+        words = [f"{self.tokens} {self.delay:g}"]
+        if self.yields:
+            words.append("yield")
+        if self.emits != "text":
+            words.append(self.emits)
+        return " ".join(words)
 
 
 def parse_prompt(content: str) -> Workload:
@@ -43,7 +70,8 @@ def parse_prompt(content: str) -> Workload:
         delay = max(0.0, float(parts[1])) if len(parts) > 1 else 0.0
     except (IndexError, ValueError):
         return Workload(1)
-    return Workload(tokens, delay, "yield" in parts[2:])
+    emits = next((word for word in parts[2:] if word in EMITS), "text")
+    return Workload(tokens, delay, "yield" in parts[2:], emits)
 
 
 def token(index: int) -> str:
@@ -71,12 +99,32 @@ async def paced(tokens: int, delay: float, on_stream: OnStream) -> None:
         await on_stream(token(i))
 
 
+async def as_events(workload: Workload, on_event: OnEvent, on_stream: OnStream) -> str:
+    """The tokens as reasoning deltas (then a one-token answer) or as the argument fragments of
+    one client tool call, yielding (or sleeping) before each; the text the agent returns."""
+    tool = workload.emits == "tool"
+    if tool:
+        await on_event(ToolCallStart(0, TOOL_CALL_ID, TOOL_NAME))
+    pause = workload.delay > 0 or workload.yields  # as :func:`paced`; else as :func:`firehose`
+    for i in range(workload.tokens):
+        if i and pause:
+            await asyncio.sleep(workload.delay)
+        await on_event(ToolCallDelta(0, token(i)) if tool else ReasoningDelta(token(i)))
+    if tool:
+        await on_event(ToolCallEnd(0))
+        return ""
+    await on_event(ReasoningEnd())
+    await on_stream(REASONING_ANSWER)
+    return REASONING_ANSWER
+
+
 async def _ignore(_: str) -> None:
     """The callback of a non-streaming turn: the text is only returned."""
 
 
 class BenchAgent:
-    """The agent every server runs: firehose or paced, as the prompt says."""
+    """The agent every server runs: firehose or paced, as the prompt says; on our servers, which
+    pass ``on_event`` (and the client's ``tools``), also reasoning or a client tool call."""
 
     async def process_direct(
         self,
@@ -88,10 +136,17 @@ class BenchAgent:
         media: list[str] | None = None,
         on_stream: OnStream | None = None,
         on_stream_end: Callable[..., Awaitable[None]] | None = None,
+        on_event: OnEvent | None = None,
+        tools: list[Any] | None = None,
         **kwargs: Any,
     ) -> str:
         workload = parse_prompt(content)
         emit = on_stream or _ignore
+        if workload.emits != "text" and on_event is not None:
+            text = await as_events(workload, on_event, emit)
+            if on_stream_end is not None:
+                await on_stream_end()
+            return text
         if workload.delay > 0 or workload.yields:
             await paced(workload.tokens, workload.delay, emit)
         else:

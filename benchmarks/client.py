@@ -34,7 +34,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     head_at: float = 0.0
     body: bytearray = field(default_factory=bytearray)
-    #: Each event as ``b"data: " + data`` (its ``data`` lines joined), in arrival order.
+    #: Each event as ``b"data: " + data`` (its ``data`` lines joined), in arrival order; an event
+    #: with an ``event:`` line (Responses, Messages) as ``b"event: " + name + b"\ndata: " + data``.
     events: list[bytes] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
 
@@ -66,10 +67,12 @@ class EventReader:
             return
         events = self._response.events
         before = len(events)
-        if _single_data_lines(piece, len(blocks), self._buffer):  # the common case
+        if _single_data_lines(piece, len(blocks), self._buffer) or _named_pairs(
+            piece, len(blocks), self._buffer
+        ):  # the common cases: one ``data:`` line each, or ``event:`` then ``data:``
             events += blocks
         else:
-            events += [b"data: " + data for block in blocks if (data := _data_field(block)) is not None]
+            events += [event for block in blocks if (event := _event_of(block)) is not None]
         self._response.times.extend([now] * (len(events) - before))
 
     def _normalise(self, piece: bytes) -> bytes:
@@ -92,14 +95,35 @@ def _single_data_lines(piece: bytes, count: int, rest: bytes) -> bool:
     return piece.count(b"\n\ndata: ") - rest.startswith(b"data: ") == count - 1
 
 
-def _data_field(block: bytes) -> bytes | None:
-    """The joined ``data`` lines of an event block; ``None`` for a comment-only block."""
+def _named_pairs(piece: bytes, count: int, rest: bytes) -> bool:
+    """Whether each of the ``count`` events of ``piece`` is ``event: NAME`` then one ``data:``
+    line (Responses, Messages), counted in C: three newlines and one ``\\ndata: `` per event, and
+    every event (``rest``, the unfinished one, too) starting with ``event: ``."""
+    if not piece.startswith(b"event: ") or (rest and not rest.startswith(b"event: ")):
+        return False
+    if piece.count(b"\n") != 3 * count + rest.count(b"\n"):
+        return False
+    if piece.count(b"\ndata: ") != count + rest.count(b"\ndata: "):
+        return False
+    return piece.count(b"\n\nevent: ") - bool(rest) == count - 1
+
+
+def _event_of(block: bytes) -> bytes | None:
+    """An event block as :attr:`Response.events` holds it: its joined ``data`` lines, after its
+    ``event`` name if it has one; ``None`` for a block without data (a comment)."""
     lines = []
+    kind = b""
     for line in block.split(b"\n"):
         name, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
         if name == b"data":
-            lines.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(lines) if lines else None
+            lines.append(value)
+        elif name == b"event":
+            kind = value
+    if not lines:
+        return None
+    data = b"\n".join(lines)
+    return b"event: " + kind + b"\ndata: " + data if kind else b"data: " + data
 
 
 def request_bytes(host: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:

@@ -78,14 +78,21 @@ class Live:
 
 
 def batches(steps: list[Step]) -> list[list[Step]]:
-    """Consecutive warm-up steps go together; every reported step is a batch of its own."""
+    """Consecutive warm-up steps go together, and consecutive steps of one ``group`` (a step and
+    its variants); every other reported step is a batch of its own."""
     groups: list[list[Step]] = []
     for step in steps:
-        if not step.reported and groups and not groups[-1][-1].reported:
+        last = groups[-1][-1] if groups else None
+        warmups = last is not None and not step.reported and not last.reported
+        if warmups or (last is not None and bool(step.group) and step.group == last.group):
             groups[-1].append(step)
         else:
             groups.append([step])
     return groups
+
+
+#: The servers that run the variants (another dialect, reasoning, a tool call): ours, both stacks.
+VARIANT_SERVERS = ("aiohttp", "uvicorn", "relay-aiohttp", "relay-uvicorn")
 
 
 def run_suite(servers: list[Server], steps: list[Step], *, quick: bool = False) -> Suite:
@@ -120,6 +127,8 @@ def run_suite(servers: list[Server], steps: list[Step], *, quick: bool = False) 
                 turn = round_ % len(live) if live else 0
                 for item in live[turn:] + live[:turn]:
                     mine = [step for step in batch if _runs(item.server, step)]
+                    if len(mine) > 1 and all(step.reported for step in mine):  # a step and its variants
+                        mine = mine[round_ % len(mine) :] + mine[: round_ % len(mine)]
                     for result in run_batch(item, mine, load_cpu) if mine else []:
                         collected.setdefault(item.server.name, []).append(result)
                         elapsed = time.monotonic() - started
@@ -146,8 +155,11 @@ def start_upstream(servers: list[Server], cpu: int | None, stack: ExitStack, sui
 
 
 def _runs(server: Server, step: Step) -> bool:
-    """Whether ``server`` takes part in ``step`` (warm-ups: every server of its kind)."""
-    return step.relay == server.relay and (not step.reported or server.runs(step.workload))
+    """Whether ``server`` takes part in ``step`` (warm-ups: every server of its kind; variants:
+    :data:`VARIANT_SERVERS`)."""
+    if step.relay != server.relay or (step.reported and not server.runs(step.workload)):
+        return False
+    return step.chat_text or server.name in VARIANT_SERVERS
 
 
 def start_redis(

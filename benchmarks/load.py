@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from benchmarks import dialects
 from benchmarks.agents import Workload, token
 from benchmarks.checks import Expected, Invalid, check_completion, check_stream
 from benchmarks.client import Connection, ProtocolError, Response, connect, request_bytes
@@ -58,17 +59,21 @@ class Target:
         """Client ``client``'s own session in ``step`` (its requests are turns of one session)."""
         return f"{self.session_prefix}{step.workload}-c{step.concurrency}-{client}"
 
-    def payload(self, step: Step, session: str) -> bytes:
+    def payload(self, step: Step, session: str, client: int = 0) -> bytes:
+        """Client ``client``'s request in ``step``, in its variant's dialect (:mod:`.dialects`)."""
         host, port, path, _ = self.parts
-        prompt = Workload(step.tokens, step.delay, step.yields).prompt() if self.strict else self.prompt or ""
-        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
-        body["stream"] = step.kind != "complete"
-        if self.sessions and step.sessions:
-            body["session_id"] = session
+        dialect, emits = step.variant(client)
+        work = Workload(step.tokens, step.delay, step.yields, emits)
+        prompt = work.prompt() if self.strict else self.prompt or ""
+        named = session if self.sessions and step.sessions else None
+        body, headers = dialects.body(
+            dialect, emits, self.model, prompt, stream=step.kind != "complete", session=named
+        )
         if self.max_tokens:
             body["max_tokens"] = self.max_tokens
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
-        return request_bytes(f"{host}:{port}", path, orjson.dumps(body), headers)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return request_bytes(f"{host}:{port}", dialects.path(path, dialect), orjson.dumps(body), headers)
 
 
 @dataclass(slots=True)
@@ -91,13 +96,18 @@ class Tally:
         if self.first_error is None:
             self.first_error = f"{type(exc).__name__}: {exc}"[:300]
 
-    def check(self, step: Step, response: Response) -> None:
+    def check(self, step: Step, response: Response, client: int = 0) -> None:
         expected = self.expected
+        variant = step.variant(client)
         if step.kind == "complete":
             check_completion(response, expected)
             self.tokens += step.tokens
         else:
-            facts = check_stream(response, expected, gaps=step.delay > 0 or expected is None)
+            gaps = step.delay > 0 or expected is None
+            if variant == ("chat", "text") or expected is None:
+                facts = check_stream(response, expected, gaps=gaps)
+            else:
+                facts = dialects.check(*variant, response, expected, gaps=gaps)
             self.tokens += facts.tokens
             if facts.ttft is not None:
                 self.ttfts.append(facts.ttft)
@@ -126,6 +136,7 @@ async def drive(
     deadline: float,
     tally: Tally,
     start: float = 0.0,
+    client: int = 0,
 ) -> None:
     """One client: after ``start`` seconds, request after request on its connection, until its
     count or time is up."""
@@ -139,7 +150,7 @@ async def drive(
                 connection = await target.connect()
             async with asyncio.timeout(step.timeout):
                 response = await connection.request(payload)
-            tally.check(step, response)
+            tally.check(step, response, client)
         except FAILURES as exc:
             tally.fail(exc)
             connection.close()
@@ -151,13 +162,13 @@ async def run_requests(
 ) -> dict[str, Any]:
     """A stream or complete step: connect every client, then let them all go at once."""
     connections = await connect_all(target, step.concurrency)
-    payloads = [target.payload(step, target.session(step, i)) for i in range(step.concurrency)]
+    payloads = [target.payload(step, target.session(step, i), i) for i in range(step.concurrency)]
     tally = Tally(target.expected(step))
     start = Reading.take(meter, upstream)
     deadline = start.wall + step.duration if step.duration is not None else float("inf")
     await asyncio.gather(
         *(
-            drive(c, p, step, target, deadline, tally, i * step.stagger)
+            drive(c, p, step, target, deadline, tally, i * step.stagger, i)
             for i, (c, p) in enumerate(zip(connections, payloads, strict=True))
         )
     )

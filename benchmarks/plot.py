@@ -5,6 +5,9 @@ line, every legend outside its panel (so it hides no point), the spread over rou
   W2 and W2burst latencies, W3 CPU-µs/request, idle RSS per stream;
 - W4 (when it ran): the relays' fit (fixed CPU per request, CPU per token), their tokens per
   CPU-second, their latencies beside direct's;
+- the variants (when they ran): W1y's CPU per text delta, reasoning delta and tool-call argument
+  fragment; W1y's and the W4 fit's CPU per token through chat, Responses and Messages; each bar
+  labelled with its ratio to chat text (round by round), the goals as labels;
 - ``--url`` mode: TTFT, inter-token gaps and tokens/s of the endpoint, per concurrency.
 """
 
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import variantreport
 from benchmarks.relayreport import ECHO_OF, tokens_per_cpu_s
 from benchmarks.report import FLOOR, ratios, round_values, servers_in, spread
 
@@ -43,6 +47,8 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> bool:
         rows.append((echo, (w2_latency, w3_cpu, idle_memory)))
     if relays:
         rows.append((relays + [r for r in echo if r["workload"] == "W1y"], (w4_fit, w4_rate, w4_latency)))
+    if variantreport.ran(results):
+        rows.append((results, (variant_events, variant_w1y, variant_w4)))
     if not rows:
         return False
     figure, axes = plt.subplots(len(rows), 3, figsize=(21, 5.2 * len(rows)), dpi=72, squeeze=False)
@@ -402,3 +408,63 @@ def url_rate(axis: Any, results: list[dict[str, Any]], colours: dict[str, Any]) 
     axis.set_xticks(xs, [_streams(r["concurrency"]) for r in found])
     axis.set_ylabel("tokens/s")
     axis.set_title("tokens/s (whole step: requests, waits and all)", fontsize=10)
+
+
+def _variant_bars(
+    axis: Any,
+    results: list[dict[str, Any]],
+    workloads: tuple[tuple[str, str], ...],
+    relay: bool,
+    limit: float,
+) -> None:
+    """Per stack, a bar per workload (median over rounds, spread as error bars), each variant's
+    labelled with its ratio to the first (chat text), round by round."""
+    width = 0.8 / len(workloads)
+    stacks = [
+        pair for pair in variantreport.STACKS if variantreport.find(results, pair[relay], workloads[0][0])
+    ]
+    for offset, (workload, label) in enumerate(workloads):
+        heights: list[float] = []
+        errors: list[list[float]] = [[], []]
+        texts: list[str] = []
+        for pair in stacks:
+            server = pair[relay]
+            found = spread(variantreport.per_round(variantreport.find(results, server, workload)))
+            median, low, high = found if found else (0.0, 0.0, 0.0)
+            heights.append(median)
+            errors[0].append(median - low)
+            errors[1].append(high - median)
+            ratio = spread(variantreport.ratio_rounds(results, server, workloads[0][0], workload))
+            texts.append(f"{ratio[0]:.2f}x" if ratio and offset else "")
+        xs = [i + (offset - (len(workloads) - 1) / 2) * width for i in range(len(stacks))]
+        axis.bar(xs, heights, width, yerr=errors, capsize=3, ecolor="grey", label=label)
+        for x, height, text, top in zip(xs, heights, texts, errors[1], strict=True):
+            if text:
+                axis.annotate(text, (x, height + top), ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(range(len(stacks)), [pair[relay] for pair in stacks], fontsize=9)
+    axis.plot([], [], " ", label=f"goal: each ≤ {limit}x chat text (labels: ratio, round by round)")
+
+
+def variant_events(axis: Any, results: list[dict[str, Any]], colours: dict[str, Any]) -> None:
+    """W1y@64: CPU per text delta, per reasoning delta, per tool-call argument fragment."""
+    kinds = (("W1y", "text delta"), ("W1y.reasoning", "reasoning delta"), ("W1y.tool", "tool-call fragment"))
+    _variant_bars(axis, results, kinds, False, 1.1)
+    axis.set_ylabel("server CPU-µs per event")
+    axis.set_title("W1y@64 (chat): CPU-µs per event, by kind", fontsize=10)
+
+
+DIALECTS = (("", "/v1/chat/completions"), (".responses", "/v1/responses"), (".messages", "/v1/messages"))
+
+
+def variant_w1y(axis: Any, results: list[dict[str, Any]], colours: dict[str, Any]) -> None:
+    """W1y@64: CPU per token through each dialect."""
+    _variant_bars(axis, results, tuple((f"W1y{suffix}", name) for suffix, name in DIALECTS), False, 1.2)
+    axis.set_ylabel("server CPU-µs per token")
+    axis.set_title("W1y@64: CPU-µs per token, by dialect", fontsize=10)
+
+
+def variant_w4(axis: Any, results: list[dict[str, Any]], colours: dict[str, Any]) -> None:
+    """The W4 fit's CPU per relayed token through each dialect."""
+    _variant_bars(axis, results, tuple((f"W4fit{suffix}", name) for suffix, name in DIALECTS), True, 1.2)
+    axis.set_ylabel("relay CPU-µs per token (fit)")
+    axis.set_title("W4 relay: CPU-µs per token (fit), by dialect", fontsize=10)

@@ -26,13 +26,25 @@ ECHO_OF = {
 
 
 def stream_tokens(result: dict[str, Any]) -> int:
-    """The stream length of a fit step (``W4n<tokens>``; a result's ``tokens`` is its total)."""
-    return int(str(result["workload"]).removeprefix("W4n"))
+    """The stream length of a fit step (``W4n<tokens>``, or ``W4n<tokens>.<dialect>`` through
+    another dialect; a result's ``tokens`` is its total)."""
+    return int(str(result["workload"]).removeprefix("W4n").split(".")[0])
 
 
-def fit(results: list[dict[str, Any]], server: str) -> dict[str, Any] | None:
-    """The ``W4fit`` result of ``server``: fixed CPU per request and CPU per token, per round."""
-    steps = [r for r in results if r["server"] == server and str(r["workload"]).startswith("W4n")]
+def dialect_suffix(result: dict[str, Any]) -> str:
+    """``""`` for a chat fit step, ``".responses"`` for ``W4n8.responses``."""
+    _, dot, name = str(result["workload"]).partition(".")
+    return dot + name
+
+
+def fit(results: list[dict[str, Any]], server: str, suffix: str = "") -> dict[str, Any] | None:
+    """The ``W4fit`` result of ``server`` (``W4fit.responses`` through another dialect): fixed
+    CPU per request and CPU per token, per round."""
+    steps = [
+        r
+        for r in results
+        if r["server"] == server and str(r["workload"]).startswith("W4n") and dialect_suffix(r) == suffix
+    ]
     steps.sort(key=stream_tokens)
     if len(steps) < 2 or stream_tokens(steps[0]) == stream_tokens(steps[-1]):
         return None
@@ -46,14 +58,20 @@ def fit(results: list[dict[str, Any]], server: str) -> dict[str, Any] | None:
     return {
         "server": server,
         "kind": short.get("kind"),
-        "label": "W4fit",
-        "workload": "W4fit",
+        "label": f"W4fit{suffix}",
+        "workload": f"W4fit{suffix}",
         "relay": True,
         "valid": valid,
         "error": short.get("error") or long.get("error"),
         "fit_tokens": [few, many],
         "fixed_us": _spread(fixed),
         "token_us": _spread(per_token),
+        # Round ``i``'s CPU per token (``None``: a round left out), to set against another
+        # dialect's round ``i``, taken seconds apart in the same batch.
+        "token_us_by_round": [
+            (b - a) / (many - few) if a is not None and b is not None else None
+            for a, b in zip(shorts, longs, strict=False)
+        ],
         "short_us": _spread([a for a, _ in pairs]),
         "long_us": _spread([b for _, b in pairs]),
     }
@@ -66,9 +84,11 @@ def _spread(values: list[float]) -> dict[str, float | None]:
 
 
 def fits(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A ``W4fit`` result for every server that ran both fit steps."""
-    servers = dict.fromkeys(r["server"] for r in results if str(r.get("workload", "")).startswith("W4n"))
-    return [f for server in servers if (f := fit(results, server)) is not None]
+    """A ``W4fit`` result for every server (and dialect) that ran both fit steps."""
+    pairs = dict.fromkeys(
+        (r["server"], dialect_suffix(r)) for r in results if str(r.get("workload", "")).startswith("W4n")
+    )
+    return [f for server, suffix in pairs if (f := fit(results, server, suffix)) is not None]
 
 
 def _get(results: list[dict[str, Any]], server: str, workload: str) -> dict[str, Any] | None:

@@ -149,7 +149,7 @@ def table(results: list[dict[str, Any]]) -> str:
     for label in labels_in(results):
         workload = label.split()[0]
         floor = by_key.get((FLOOR, label))
-        for metric in METRICS.get(workload, []):
+        for metric in METRICS.get(workload, METRICS.get(workload.split(".")[0], [])):
             cells = [cell(metric, by_key.get((server, label)), floor) for server in servers]
             lines.append(f"| {label} | {metric.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -12,12 +12,17 @@
   tokens paced :data:`FIT_DELAY` apart, 16 at a time, stateless, several rounds (the fit of CPU
   per request against tokens gives the fixed cost and the cost per token); then W4, as W2 (256
   streams of 64 tokens 20 ms apart, each its own session, arriving at a steady rate).
+- Variants (our servers only): W1y's tokens sent as reasoning deltas (``W1y.reasoning``) or as
+  one client tool call's argument fragments (``W1y.tool``), and W1y and W4's fit through
+  ``/v1/responses`` and ``/v1/messages`` (``W1y.responses``, ``W4n8.messages``, ...). Each runs
+  in one batch with its chat-text step: per round and server, back to back (in a rotated order),
+  so the ratios to chat text are taken round by round, seconds apart.
 Warm-up steps run first and are not reported.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 SILENT_DELAY = 3600.0  # a paced stream this slow says nothing while it is measured
@@ -44,10 +49,29 @@ class Step:
     stagger: float = 0.0  # client i sends its first request i * stagger seconds after the start
     relay: bool = False  # a W4 step: run on the relays (and direct), not on the other servers
     sessions: bool = True  # each client names its own session (else: stateless turns)
+    #: What the clients ask for (:data:`VARIANTS`), client ``i`` the ``i % len``-th: ``"chat"``
+    #: (text), ``"chat+reasoning"``, ``"chat+tool"``, ``"responses"``, ``"messages"``.
+    variants: tuple[str, ...] = ("chat",)
+    group: str = ""  # consecutive steps of one group run in one batch (see the module's doc)
 
     @property
     def label(self) -> str:
         return f"{self.workload} c={self.concurrency}"
+
+    @property
+    def base(self) -> str:
+        """The workload this step is a variant of (``W1y`` for ``W1y.responses``)."""
+        return self.workload.split(".")[0]
+
+    @property
+    def chat_text(self) -> bool:
+        """Whether every client asks for chat text (what every server can answer)."""
+        return self.variants == ("chat",)
+
+    def variant(self, client: int) -> tuple[str, str]:
+        """Client ``client``'s dialect and what the agent sends the tokens as."""
+        dialect, _, emits = self.variants[client % len(self.variants)].partition("+")
+        return dialect, emits or "text"
 
     @property
     def reported(self) -> bool:
@@ -58,7 +82,29 @@ class Step:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:
-        return cls(**data)
+        return cls(**{**data, "variants": tuple(data.get("variants", ("chat",)))})
+
+
+#: Every variant a step may ask for, by its name's suffix (``W1y.reasoning``).
+VARIANTS = {
+    "reasoning": "chat+reasoning",
+    "tool": "chat+tool",
+    "responses": "responses",
+    "messages": "messages",
+}
+#: W1y's per-event comparison (issue 18) and per-dialect one (issues 19, 20); W4's per dialect.
+W1Y_VARIANTS = ("reasoning", "tool", "responses", "messages")
+RELAY_VARIANTS = ("responses", "messages")
+
+
+def variants_of(step: Step, names: tuple[str, ...]) -> list[Step]:
+    """``step`` (chat text) and its variants, one batch (``group``): their ratios to it are taken
+    round by round."""
+    group = replace(step, group=step.workload)
+    return [
+        group,
+        *(replace(group, workload=f"{step.workload}.{name}", variants=(VARIANTS[name],)) for name in names),
+    ]
 
 
 #: W4's fit: stream lengths, streams at a time, and the upstream's pace (8,000 tokens/s offered:
@@ -79,20 +125,24 @@ def _warmup(seconds: float) -> list[Step]:
 def relay_plan(seconds: float = 2.0, rounds: int = FIT_ROUNDS) -> list[Step]:
     """W4: a warm-up, the two fit steps, then 256 paced streams (as W2)."""
     fit = [
-        Step(
-            f"W4n{tokens}",
-            "stream",
-            FIT_CONCURRENCY,
-            tokens,
-            delay=FIT_DELAY,
-            duration=seconds,
-            max_requests=100_000,
-            rounds=rounds,
-            stagger=FIT_DELAY / FIT_CONCURRENCY,
-            relay=True,
-            sessions=False,
-        )
+        variant
         for tokens in FIT_TOKENS
+        for variant in variants_of(
+            Step(
+                f"W4n{tokens}",
+                "stream",
+                FIT_CONCURRENCY,
+                tokens,
+                delay=FIT_DELAY,
+                duration=seconds,
+                max_requests=100_000,
+                rounds=rounds,
+                stagger=FIT_DELAY / FIT_CONCURRENCY,
+                relay=True,
+                sessions=False,
+            ),
+            RELAY_VARIANTS,
+        )
     ]
     return [
         Step("warmup", "stream", 32, 64, delay=FIT_DELAY, duration=1.0, max_requests=100_000, relay=True),
@@ -123,7 +173,12 @@ def full_plan(idle_streams: int = 1000, seconds: float = 2.0, rounds: int = 5) -
         Step("idle", "idle", idle_streams, 2, delay=SILENT_DELAY),
         *_warmup(1.0),
         *firehose,
-        Step("W1y", "stream", 64, 256, duration=seconds, max_requests=100_000, rounds=rounds, yields=True),
+        *variants_of(
+            Step(
+                "W1y", "stream", 64, 256, duration=seconds, max_requests=100_000, rounds=rounds, yields=True
+            ),
+            W1Y_VARIANTS,
+        ),
         Step("W2", "stream", 256, 64, delay=0.02, max_requests=3, stagger=63 * 0.02 / 256),
         Step("W2burst", "stream", 256, 64, delay=0.02, max_requests=2),
         Step("W3", "complete", 32, 16, duration=seconds, max_requests=100_000, rounds=rounds),
@@ -137,6 +192,17 @@ def quick_plan() -> list[Step]:
         Step("W1", "stream", 1, 8, max_requests=3, timeout=10),
         Step("W1", "stream", 2, 8, max_requests=3, timeout=10),
         Step("W1y", "stream", 2, 8, max_requests=3, timeout=10, yields=True),
+        # Our servers: every variant at once, one client each (reasoning, tool call, Responses, Messages).
+        Step(
+            "W1y.variants",
+            "stream",
+            4,
+            8,
+            max_requests=2,
+            timeout=10,
+            yields=True,
+            variants=tuple(VARIANTS[name] for name in W1Y_VARIANTS),
+        ),
         Step("W2", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10, stagger=0.01),
         Step("W2burst", "stream", 2, 4, delay=0.005, max_requests=2, timeout=10),
         Step("W3", "complete", 2, 8, max_requests=3, timeout=10),
@@ -148,13 +214,25 @@ def quick_plan() -> list[Step]:
             for n in (8, 32)
         ),
         Step("W4", "stream", 4, 8, delay=0.005, max_requests=2, timeout=10, stagger=0.005, relay=True),
+        Step(
+            "W4.variants",
+            "stream",
+            2,
+            8,
+            delay=0.001,
+            max_requests=2,
+            timeout=10,
+            relay=True,
+            sessions=False,
+            variants=tuple(VARIANTS[name] for name in RELAY_VARIANTS),
+        ),
     ]
 
 
 def select(steps: list[Step], names: list[str]) -> list[Step]:
-    """The steps of the named workloads (``W4`` takes its fit steps too), with the warm-ups their
-    servers need."""
-    wanted = [s for s in steps if s.workload in names or ("W4" in names and s.workload.startswith("W4n"))]
+    """The steps of the named workloads (``W4`` takes its fit steps too; a workload its
+    variants), with the warm-ups their servers need."""
+    wanted = [s for s in steps if s.base in names or ("W4" in names and s.workload.startswith("W4n"))]
     kinds = {s.relay for s in wanted}
     return [s for s in steps if s in wanted or (not s.reported and s.relay in kinds)]
 
