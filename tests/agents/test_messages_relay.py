@@ -11,7 +11,10 @@ from typing import Any
 import anthropic
 import pytest
 
+from nanobot.agents.openai import OpenAIAgent
+from nanobot.config import Settings
 from tests.agents.conftest import Relay
+from tests.conformance.conftest import Serve
 from tests.conformance.test_messages import CLAUDE_CODE_HEADERS, CLAUDE_CODE_TOOL_RESULT, named_events
 from tests.support.upstream import FakeUpstream, answer, calls_events, raw
 
@@ -231,3 +234,36 @@ async def test_a_system_string_loses_only_the_attribution_line(relay: Relay, ups
     }
     assert (await client.post(MESSAGES, json=body)).status_code == 200
     assert upstream.last.messages[0] == {"role": "system", "content": "Be brief."}
+
+
+async def test_the_operator_caps_max_tokens_and_drops_reasoning_effort(
+    serve: Serve, upstream: FakeUpstream
+) -> None:
+    """``--upstream-max-tokens`` and ``--no-upstream-reasoning-effort``, for an upstream that
+    refuses Claude Code's ``max_tokens: 64000`` (vLLM past its context) or any
+    ``reasoning_effort`` (Ollama for a model without thinking)."""
+    settings = Settings(
+        agent="openai",
+        upstream_url=upstream.url,
+        upstream_model="m",
+        upstream_max_tokens=4096,
+        upstream_reasoning_effort=False,
+    ).checked()
+    upstream.will(answer("a"), answer("b"), answer("c"))
+    client = await serve(OpenAIAgent.from_settings(settings), model_aliases=[("claude-*", "nanobot")])
+    body = json.loads(CLAUDE_CODE_TOOL_RESULT.read_text())
+    assert (await client.post(MESSAGES, json=body, headers=CLAUDE_CODE_HEADERS)).status_code == 200
+    sent = upstream.last.body
+    assert sent["max_tokens"] == 4096 and "reasoning_effort" not in sent
+    small = {**body, "max_tokens": 100, "stream": False}
+    assert (await client.post(MESSAGES, json=small, headers=CLAUDE_CODE_HEADERS)).status_code == 200
+    assert upstream.last.body["max_tokens"] == 100  # a smaller value goes as sent
+    chat = {
+        "model": "nanobot",
+        "max_completion_tokens": 9000,
+        "reasoning_effort": "low",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+    sent = upstream.last.body
+    assert sent["max_completion_tokens"] == 4096 and "reasoning_effort" not in sent
