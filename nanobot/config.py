@@ -85,6 +85,8 @@ class Settings:
     upstream_model: str | None = None
     upstream_api_key: str | None = None
     upstream_follow_redirects: bool = False
+    upstream_max_tokens: int = 0
+    upstream_reasoning_effort: bool = True
     system_prompt: str | None = None
     history: str = "memory"
     history_max_messages: int = 100
@@ -130,7 +132,7 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"must be positive, not {getattr(self, name):g}", name)
-        for name in ("max_attachments", "max_tools", "max_streams", "max_pending"):
+        for name in ("max_attachments", "max_tools", "max_streams", "max_pending", "upstream_max_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"must not be negative, not {getattr(self, name):g}", name)
         if self.workers < 1:
@@ -234,6 +236,8 @@ OPENAI_ONLY = (
     "upstream_model",
     "upstream_api_key",
     "upstream_follow_redirects",
+    "upstream_max_tokens",
+    "upstream_reasoning_effort",
     "system_prompt",
     "history_max_messages",
 )
@@ -267,6 +271,10 @@ HELP = {
     "upstream_api_key": "openai agent: API key for the upstream",
     "upstream_follow_redirects": "openai agent: follow the upstream's redirects within its origin "
     "(scheme, host, port); without it any redirect is a 502",
+    "upstream_max_tokens": "openai agent: largest max_tokens (and max_completion_tokens) sent upstream; "
+    "a client's larger value is lowered to it (0: as sent)",
+    "upstream_reasoning_effort": "openai agent: send the client's reasoning_effort upstream (off: never, "
+    "for an upstream or model that refuses it)",
     "system_prompt": "openai agent: system prompt put first in every session",
     "history": "openai agent's sessions and /v1/responses' stored responses: 'memory', 'sqlite:PATH' "
     "or 'redis://HOST:PORT/DB'",
@@ -308,6 +316,8 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "allow_unauthenticated": _flag,
     "metrics_public": _flag,
     "upstream_follow_redirects": _flag,
+    "upstream_reasoning_effort": _flag,
+    "upstream_max_tokens": int,
     "max_streams": int,
     "workers": int,
     "max_pending": int,

@@ -58,6 +58,8 @@ class OpenAIAgent:
                 model,
                 api_key=settings.upstream_api_key,
                 follow_redirects=settings.upstream_follow_redirects,
+                max_tokens=settings.upstream_max_tokens,
+                reasoning_effort=settings.upstream_reasoning_effort,
             ),
             history=history,
             system_prompt=settings.system_prompt,

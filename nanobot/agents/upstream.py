@@ -109,9 +109,15 @@ class Upstream:
         api_key: str | None = None,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         follow_redirects: bool = False,
+        max_tokens: int = 0,
+        reasoning_effort: bool = True,
     ) -> None:
         self.endpoint = chat_endpoint(url)
         self.model = model
+        #: The largest ``max_tokens``/``max_completion_tokens`` sent (0: the client's, as sent).
+        self.max_tokens = max_tokens
+        #: Send the client's ``reasoning_effort`` (off for an upstream or model that refuses it).
+        self.reasoning_effort = reasoning_effort
         #: Follow the upstream's redirects within its origin (scheme, host, port); never beyond.
         self.follow_redirects = follow_redirects
         self._headers = {
@@ -147,7 +153,11 @@ class Upstream:
 
         ``options`` are the client's sampling fields (``temperature``, ``max_tokens``, ...) and
         tool options (``tool_choice``, ``parallel_tool_calls``), sent as they came, as are the
-        client's ``tools``; they never override the model, the messages or streaming."""
+        client's ``tools``; they never override the model, the messages or streaming. The
+        operator's limits apply first: ``max_tokens`` lowered to :attr:`max_tokens`,
+        ``reasoning_effort`` dropped unless :attr:`reasoning_effort`."""
+        if options and (self.max_tokens or not self.reasoning_effort):
+            options = self._limited(options)
         body = {
             **(options or {}),
             "model": self.model,
@@ -182,6 +192,17 @@ class Upstream:
             raise
         finally:
             UPSTREAM_TIME.observe(time.perf_counter() - started)
+
+    def _limited(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` within the operator's limits (:attr:`max_tokens`, :attr:`reasoning_effort`)."""
+        limited = dict(options)
+        if not self.reasoning_effort:
+            limited.pop("reasoning_effort", None)
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = limited.get(name)
+            if self.max_tokens and isinstance(value, int) and value > self.max_tokens:
+                limited[name] = self.max_tokens
+        return limited
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -11,8 +11,11 @@ from typing import Any
 import anthropic
 import pytest
 
+from nanobot.agents.openai import OpenAIAgent
+from nanobot.config import Settings
 from tests.agents.conftest import Relay
-from tests.conformance.test_messages import named_events
+from tests.conformance.conftest import Serve
+from tests.conformance.test_messages import CLAUDE_CODE_HEADERS, CLAUDE_CODE_TOOL_RESULT, named_events
 from tests.support.upstream import FakeUpstream, answer, calls_events, raw
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(20)]
@@ -192,3 +195,75 @@ async def test_the_sdk_round_trip_through_the_relay(relay: Relay, upstream: Fake
     assert sent[-2]["tool_calls"][0]["id"] == "call_9"
     assert json.loads(sent[-2]["tool_calls"][0]["function"]["arguments"]) == {"city": "Oslo"}
     assert sent[-1] == {"role": "tool", "tool_call_id": "call_9", "content": "18 C, sun"}
+
+
+async def test_a_captured_claude_code_body_goes_upstream_as_chat(
+    relay: Relay, upstream: FakeUpstream
+) -> None:
+    """What Claude Code 2.1.197 sent after running the Bash call the upstream asked for."""
+    upstream.will(answer("The tool said: hi-from-tool"))
+    client = await relay(server={"model_aliases": [("claude-*", "nanobot")]})
+    body = json.loads(CLAUDE_CODE_TOOL_RESULT.read_text())
+    response = await client.post(f"{MESSAGES}?beta=true", json=body, headers=CLAUDE_CODE_HEADERS)
+    assert response.status_code == 200, response.text
+    events = [data for _, data in named_events(response.content)]
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    assert text == "The tool said: hi-from-tool" and events[-2]["delta"]["stop_reason"] == "end_turn"
+    sent = upstream.last.body
+    assert [m["role"] for m in sent["messages"]] == ["system", "user", "assistant", "tool"]
+    system = sent["messages"][0]["content"]
+    # The attribution line changes with the conversation: kept first, no prefix cache would hit.
+    assert system.startswith("You are a Claude agent") and "x-anthropic-billing-header" not in system
+    assert "Available agent types" in system  # the role "system" entry of messages, merged
+    assert sent["messages"][1]["content"].endswith("TOOLCALL please run echo")
+    [call] = sent["messages"][2]["tool_calls"]
+    assert call["id"] == "call_fake1" and call["function"]["name"] == "Bash"
+    assert sent["messages"][3] == {"role": "tool", "tool_call_id": "call_fake1", "content": "hi-from-tool"}
+    assert len(sent["tools"]) == 24 and sent["max_tokens"] == 64000 and sent["reasoning_effort"] == "high"
+
+
+async def test_a_system_string_loses_only_the_attribution_line(relay: Relay, upstream: FakeUpstream) -> None:
+    upstream.will(answer("ok"))
+    client = await relay()
+    system = "x-anthropic-billing-header: cc_version=2.1.197.1c0; cc_entrypoint=cli;\nBe brief."
+    body = {
+        "model": "nanobot",
+        "max_tokens": 10,
+        "system": system,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    assert (await client.post(MESSAGES, json=body)).status_code == 200
+    assert upstream.last.messages[0] == {"role": "system", "content": "Be brief."}
+
+
+async def test_the_operator_caps_max_tokens_and_drops_reasoning_effort(
+    serve: Serve, upstream: FakeUpstream
+) -> None:
+    """``--upstream-max-tokens`` and ``--no-upstream-reasoning-effort``, for an upstream that
+    refuses Claude Code's ``max_tokens: 64000`` (vLLM past its context) or any
+    ``reasoning_effort`` (Ollama for a model without thinking)."""
+    settings = Settings(
+        agent="openai",
+        upstream_url=upstream.url,
+        upstream_model="m",
+        upstream_max_tokens=4096,
+        upstream_reasoning_effort=False,
+    ).checked()
+    upstream.will(answer("a"), answer("b"), answer("c"))
+    client = await serve(OpenAIAgent.from_settings(settings), model_aliases=[("claude-*", "nanobot")])
+    body = json.loads(CLAUDE_CODE_TOOL_RESULT.read_text())
+    assert (await client.post(MESSAGES, json=body, headers=CLAUDE_CODE_HEADERS)).status_code == 200
+    sent = upstream.last.body
+    assert sent["max_tokens"] == 4096 and "reasoning_effort" not in sent
+    small = {**body, "max_tokens": 100, "stream": False}
+    assert (await client.post(MESSAGES, json=small, headers=CLAUDE_CODE_HEADERS)).status_code == 200
+    assert upstream.last.body["max_tokens"] == 100  # a smaller value goes as sent
+    chat = {
+        "model": "nanobot",
+        "max_completion_tokens": 9000,
+        "reasoning_effort": "low",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+    sent = upstream.last.body
+    assert sent["max_completion_tokens"] == 4096 and "reasoning_effort" not in sent

@@ -32,6 +32,26 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(20)]
 MESSAGES = "/v1/messages"
 COUNT = "/v1/messages/count_tokens"
 CLAUDE_CODE_BODY = Path(__file__).parent / "data" / "claude_code_request.json"
+#: A body Claude Code 2.1.197 sent (``claude -p``, its second request of a turn where the
+#: upstream asked for ``Bash``): personal data replaced, long prose cut, every field kept.
+CLAUDE_CODE_TOOL_RESULT = Path(__file__).parent / "data" / "claude_code_2.1.197_tool_result.json"
+#: The headers it sent with it (the key and session id replaced).
+CLAUDE_CODE_HEADERS = {
+    "accept": "application/json",
+    "user-agent": "claude-cli/2.1.197 (external, sdk-cli)",
+    "x-claude-code-session-id": "00000000-0000-4000-8000-000000000000",
+    "x-stainless-lang": "js",
+    "x-stainless-package-version": "0.94.0",
+    "x-stainless-retry-count": "0",
+    "x-stainless-timeout": "600",
+    "anthropic-beta": "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14,"
+    "thinking-token-count-2026-05-13,context-management-2025-06-27,prompt-caching-scope-2026-01-05,"
+    "mid-conversation-system-2026-04-07,effort-2025-11-24",
+    "anthropic-dangerous-direct-browser-access": "true",
+    "anthropic-version": "2023-06-01",
+    "x-api-key": "k",
+    "x-app": "cli",
+}
 WEATHER = {
     "name": "get_weather",
     "description": "The weather in a city.",
@@ -253,22 +273,29 @@ async def test_a_tool_use_message_object_and_its_result(serve: Serve) -> None:
     assert answer.json()["content"] == [{"type": "text", "text": "Sunny, 21 C"}]
 
 
-async def test_the_body_claude_code_sends_is_accepted(serve: Serve) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "echoed"),
+    [(CLAUDE_CODE_BODY, "hello"), (CLAUDE_CODE_TOOL_RESULT, "hi-from-tool")],
+    ids=["documented", "captured-2.1.197"],
+)
+async def test_the_body_claude_code_sends_is_accepted(serve: Serve, fixture: Path, echoed: str) -> None:
     client = await serve(EchoAgent(), api_key="k", model_aliases=[("claude-*", "nanobot")])
-    headers = {
-        "x-api-key": "k",
-        "anthropic-version": "2023-06-01",
-        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27",
-    }
-    body = json.loads(CLAUDE_CODE_BODY.read_text())
-    response = await client.post(f"{MESSAGES}?beta=true", json=body, headers=headers)
+    body = json.loads(fixture.read_text())
+    response = await client.post(f"{MESSAGES}?beta=true", json=body, headers=CLAUDE_CODE_HEADERS)
     assert response.status_code == 200, response.text
     events = named_events(response.content)
     assert [name for name, _ in events][:2] == ["message_start", "content_block_start"]
     assert events[-2][1]["delta"]["stop_reason"] == "end_turn" and events[-1][0] == "message_stop"
     text = "".join(e["delta"]["text"] for name, e in events if name == "content_block_delta")
-    assert text == "hello"
-    counted = await client.post(f"{COUNT}?beta=true", json={**body, "stream": None}, headers=headers)
+    assert text == echoed
+    # Claude Code retries a failed stream without "stream": the same body must be a message.
+    whole = await client.post(
+        f"{MESSAGES}?beta=true", json={**body, "stream": None}, headers=CLAUDE_CODE_HEADERS
+    )
+    assert whole.status_code == 200 and whole.json()["content"] == [{"type": "text", "text": echoed}]
+    counted = await client.post(
+        f"{COUNT}?beta=true", json={**body, "stream": None}, headers=CLAUDE_CODE_HEADERS
+    )
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 1000
 
 

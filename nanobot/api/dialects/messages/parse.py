@@ -9,6 +9,8 @@ The translation (what an ``openai`` relay sends upstream):
 - an assistant's ``tool_use`` blocks are its ``tool_calls`` (ids kept as sent); a user's
   ``tool_result`` blocks are ``tool`` messages, before the rest of that user message;
 - ``thinking``/``redacted_thinking`` blocks and server-tool blocks are dropped;
+- Claude Code's ``x-anthropic-billing-header:`` system block is dropped (it would defeat the
+  upstream's prefix cache);
 - ``cache_control`` is ignored wherever it is, as are ``metadata``, ``output_config`` (but its
   ``effort``), ``context_management``, ``container``, ``service_tier`` and other fields;
 - ``tools`` are chat function tools; server tools (a ``type`` other than ``custom``) are dropped;
@@ -192,18 +194,27 @@ def _tool_choice(choice: object, names: set[str]) -> dict[str, Any]:
 # -- messages -----------------------------------------------------------------------------------
 
 
+#: How Claude Code's attribution line starts: a text block it puts first in ``system``.
+BILLING_HEADER = "x-anthropic-billing-header:"
+
+
 def _system_text(system: object, where: str) -> str:
-    """``system``: a string or an array of text blocks (``cache_control`` ignored)."""
+    """``system``: a string or an array of text blocks (``cache_control`` ignored). Claude
+    Code's attribution line (:data:`BILLING_HEADER`) is dropped: it means nothing to a model, and
+    it changes with the conversation, so kept first it would defeat an upstream's prefix cache."""
     if system is None:
         return ""
     if isinstance(system, str):
+        if system.startswith(BILLING_HEADER):
+            system = system.partition("\n")[2].lstrip("\n")
         return system
     if isinstance(system, list):
         texts = []
         for i, block in enumerate(system):
             if not isinstance(block, dict) or not isinstance(block.get("text"), str):
                 raise InvalidRequest(f"'{where}.{i}' must be a text block.", param=f"{where}.{i}")
-            texts.append(block["text"])
+            if not block["text"].startswith(BILLING_HEADER):
+                texts.append(block["text"])
         return "\n\n".join(texts)
     raise InvalidRequest(f"'{where}' must be a string or an array of text blocks.", param=where)
 
