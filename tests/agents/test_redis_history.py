@@ -91,8 +91,8 @@ async def test_sessions_are_json_values_that_expire_when_idle_and_every_worker_s
 async def test_an_idle_session_expires_and_no_ttl_keeps_it(
     redis_server: RedisServer, peek: redis.asyncio.Redis, prefix: str
 ) -> None:
-    short = RedisHistory(redis_server.url, ttl=0.05, prefix=prefix)
-    forever = RedisHistory(redis_server.url, ttl=None, prefix=prefix)
+    short = RedisHistory(redis_server.url, ttl=0.05, prefix=prefix, timeout=2.0)  # expiry, not speed
+    forever = RedisHistory(redis_server.url, ttl=None, prefix=prefix, timeout=2.0)
     try:
         await short.save("api:brief", turns("a"))
         await forever.save("api:kept", turns("k"))
