@@ -150,9 +150,15 @@ class StreamTurn:
             await self._output.send(self._stream.text(delta))
 
     async def _on_event(self, ev: AgentEvent) -> None:
-        if ev.__class__ not in AGENT_EVENTS:
+        # The per-token events go straight to their encoder, as text does in _on_stream.
+        if type(ev) is ToolCallDelta:
+            data = self._stream.tool_arguments(ev)
+        elif type(ev) is ReasoningDelta:
+            data = self._stream.reasoning(ev.text)
+        elif ev.__class__ in AGENT_EVENTS:
+            data = self._stream.send(ev)
+        else:
             raise contract_error(f"The agent sent a {type(ev).__name__}, which is not a turn event.")
-        data = self._stream.send(ev)
         if data:
             self._meter.token()
             await self._output.send(data)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from nanobot.api.request import ChatRequest, Limits
 from nanobot.api.stream import StreamEvent
 from nanobot.core.errors import APIError
+from nanobot.core.events import ToolCallDelta
 from nanobot.core.reply import Reply
 
 
@@ -34,6 +35,10 @@ class Encoder(Protocol):
         ...
 
     def reasoning(self, text: str) -> bytes: ...
+
+    def tool_arguments(self, ev: ToolCallDelta) -> bytes:
+        """The fast path of a tool call's argument fragment."""
+        ...
 
 
 class Dialect(Protocol):
