@@ -9,7 +9,7 @@ import re
 from playwright.sync_api import Locator, Page, expect
 
 from nanobot.agents.echo import EchoAgent
-from tests.ui.agents import GATE_BOUND, MediaRecorder, Stoppable, Thinker
+from tests.ui.agents import GATE_BOUND, Caller, MediaRecorder, Stoppable, Thinker
 from tests.ui.conftest import Serve
 
 #: A 1x1 PNG.
@@ -108,6 +108,15 @@ def test_echo_commands_show_reasoning_then_activity_then_answer(page: Page, serv
     expect(reply.locator(".content")).to_have_text("hello there")
     text = reply.locator(".reasoning-text").text_content() or ""
     assert text.index("Thinking about: hello there") < text.index("▸ echo_lookup")
+
+
+def test_client_tool_calls_are_shown(page: Page, serve: Serve) -> None:
+    open_page(page, serve(Caller()))
+    say(page, "weather in Oslo?")
+    call = last_reply(page).locator(".tool-call")
+    expect(call).to_have_text('get_weather({"city": "Oslo"})')
+    wait_done(page)
+    expect(last_reply(page).locator(".status")).to_have_text("")
 
 
 XSS = (

@@ -562,7 +562,7 @@
           reply.error = chunk.error.message || "The reply failed.";
           break;
         }
-        if (chunk.usage) usage = chunk.usage.completion_tokens;
+        if (chunk.usage && chunk.usage.completion_tokens) usage = chunk.usage.completion_tokens; // 0: not counted
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (!delta) continue;
         let got = false;
