@@ -84,16 +84,25 @@ class Caller:
 
 
 class MediaRecorder:
-    """Records the files each turn received (name and bytes: they are removed after the turn)."""
+    """Records each turn's message, session and files (name and bytes: they are removed after
+    the turn)."""
 
     def __init__(self) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.messages: list[str] = []
+        self.sessions: list[str] = []
 
     async def process_direct(
-        self, *, content: str, media: list[str] | None = None, on_stream: OnStream = None, **kwargs: Any
+        self,
+        *,
+        content: str,
+        session_key: str = "",
+        media: list[str] | None = None,
+        on_stream: OnStream = None,
+        **kwargs: Any,
     ) -> str:
         self.messages.append(content)
+        self.sessions.append(session_key)
         self.received.extend((Path(path).name, Path(path).read_bytes()) for path in media or [])
         reply = f"got {len(media or [])} file(s)"
         if on_stream is not None:

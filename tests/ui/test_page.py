@@ -9,6 +9,7 @@ import re
 from playwright.sync_api import Locator, Page, expect
 
 from nanobot.agents.echo import EchoAgent
+from tests.support.agents import ScriptedAgent
 from tests.ui.agents import GATE_BOUND, Caller, MediaRecorder, Stoppable, Thinker
 from tests.ui.conftest import Serve
 
@@ -228,6 +229,39 @@ def test_an_image_upload_reaches_the_agent(page: Page, serve: Serve) -> None:
     expect(page.locator("#pending .file")).to_have_count(0)
 
 
+def test_each_conversation_is_a_session_of_its_own(page: Page, serve: Serve) -> None:
+    agent = MediaRecorder()
+    open_page(page, serve(agent))
+    for text in ("one", "two"):
+        say(page, text)
+        wait_done(page)
+    page.locator("#new-chat").click()
+    say(page, "three")
+    wait_done(page)
+    first, second, third = agent.sessions
+    assert first == second != third
+    assert first.startswith("api:web-") and third.startswith("api:web-")
+
+
+def test_a_failing_turn_shows_its_error(page: Page, serve: Serve) -> None:
+    open_page(page, serve(ScriptedAgent(["partial answer"], error=RuntimeError("boom"))))
+    say(page, "fail please")
+    reply = last_reply(page)
+    expect(reply.locator(".status.error")).not_to_have_text("")
+    expect(reply.locator(".content")).to_have_text("partial answer")
+    wait_done(page)
+
+
+def test_escape_stops_a_reply(page: Page, serve: Serve) -> None:
+    agent = Stoppable()
+    open_page(page, serve(agent))
+    say(page, "go on")
+    expect(last_reply(page).locator(".content")).to_have_text("first words")
+    page.keyboard.press("Escape")
+    assert agent.cancelled.wait(GATE_BOUND), "the server did not cancel the turn"
+    expect(last_reply(page).locator(".status")).to_have_text("Stopped.")
+
+
 def test_usable_at_phone_width(page: Page, serve: Serve) -> None:
     page.set_viewport_size({"width": 360, "height": 640})
     open_page(page, serve(EchoAgent()))
@@ -238,3 +272,5 @@ def test_usable_at_phone_width(page: Page, serve: Serve) -> None:
     page.locator("#menu").click()
     expect(page.locator("#sidebar")).to_be_in_viewport()
     expect(page.locator("#sessions .session")).to_have_count(1)
+    page.locator("#messages").click(position={"x": 340, "y": 300})  # beside the menu: it closes
+    expect(page.locator("#sidebar")).not_to_be_in_viewport()

@@ -654,7 +654,14 @@
   });
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", () => show(null));
-  $("menu").addEventListener("click", () => document.body.classList.toggle("menu-open"));
+  $("menu").addEventListener("click", (event) => {
+    event.stopPropagation();
+    document.body.classList.toggle("menu-open");
+  });
+  document.querySelector("main").addEventListener("click", () => document.body.classList.remove("menu-open"));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && running && !$("key-dialog").open) stop();
+  });
   $("key-button").addEventListener("click", () => askKey("The API key this page sends:"));
 
   renderConversation();
