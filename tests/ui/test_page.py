@@ -214,6 +214,19 @@ def test_a_reload_keeps_the_conversations(page: Page, serve: Serve) -> None:
     expect(sessions.first).to_contain_text("second conversation")
 
 
+def test_a_reload_mid_reply_cancels_the_turn_and_keeps_what_came(page: Page, serve: Serve) -> None:
+    agent = Stoppable()
+    open_page(page, serve(agent))
+    say(page, "go on")
+    expect(last_reply(page).locator(".content")).to_have_text("first words")
+    page.reload()
+    assert agent.cancelled.wait(GATE_BOUND), "the server did not cancel the turn"
+    page.locator("#sessions .session .open").click()
+    expect(last_reply(page).locator(".status")).to_have_text("Stopped.")
+    expect(last_reply(page).locator(".content")).to_have_text("first words")
+    expect(page.locator(".msg.assistant.streaming")).to_have_count(0)
+
+
 def test_an_image_upload_reaches_the_agent(page: Page, serve: Serve) -> None:
     agent = MediaRecorder()
     open_page(page, serve(agent))

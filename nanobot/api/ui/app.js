@@ -223,7 +223,12 @@
   function loadConversations() {
     try {
       const stored = JSON.parse(localStorage.getItem(STORE) || "[]");
-      return Array.isArray(stored) ? stored.filter((c) => c && typeof c.id === "string") : [];
+      if (!Array.isArray(stored)) return [];
+      const kept = stored.filter((c) => c && typeof c.id === "string" && Array.isArray(c.messages));
+      for (const message of kept.flatMap((c) => c.messages)) {
+        if (message.streaming) Object.assign(message, { streaming: false, stopped: true }); // the page was left mid-reply
+      }
+      return kept;
     } catch {
       return [];
     }
@@ -659,6 +664,10 @@
     document.body.classList.toggle("menu-open");
   });
   document.querySelector("main").addEventListener("click", () => document.body.classList.remove("menu-open"));
+  window.addEventListener("pagehide", () => {
+    stop(); // leaving cuts the reply: it is kept as stopped, with what came
+    saveConversations();
+  });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && running && !$("key-dialog").open) stop();
   });
