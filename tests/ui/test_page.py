@@ -176,7 +176,7 @@ def test_the_key_is_asked_on_401_kept_and_never_in_a_url(page: Page, serve: Serv
     page.locator("#key-ok").click()
     expect(page.locator("#key-reason")).to_contain_text("refused")  # asked again
     page.locator("#key-input").fill("s3cret-key")
-    page.locator("#key-ok").click()
+    page.locator("#key-input").press("Enter")  # Enter saves
     expect(last_reply(page).locator(".content")).to_have_text("hello with a key")
     assert page.evaluate("localStorage.getItem('nanobot.apiKey')") == "s3cret-key"
     chats = [auth for u, auth in sent if u.endswith("/v1/chat/completions")]
