@@ -100,6 +100,7 @@ class Settings:
     max_streams: int = 0
     max_pending: int = 0
     metrics_public: bool = False
+    no_ui: bool = False
     log_format: str = "text"
     log_level: str = "info"
     workers: int = 1
@@ -193,6 +194,7 @@ class Settings:
             "max_pending": self.max_pending,
             "metrics_public": self.metrics_public,
             "model_aliases": self.model_aliases(),
+            "ui": not self.no_ui,
             "sessions": self.shared_sessions(),
             "response_store": self.response_store(),
         }
@@ -289,6 +291,7 @@ HELP = {
     "max_streams": "streaming turns open at once in a process; past it 503 before any byte (0: no limit)",
     "max_pending": "turns waiting for their session in a process; past it 503 (0: no limit)",
     "metrics_public": "serve /metrics without the API key (a scraper on a private network)",
+    "no_ui": "serve no chat page at / (then / is a 404)",
     "log_format": "log lines as 'text' or 'json' (one object per line)",
     "log_level": "debug, info, warning or error; info logs one line per request",
     "workers": "processes serving the port (more than 1 needs --redis-url)",
@@ -315,6 +318,7 @@ KINDS: dict[str, Callable[[str], Any]] = {
     "keep_media": _flag,
     "allow_unauthenticated": _flag,
     "metrics_public": _flag,
+    "no_ui": _flag,
     "upstream_follow_redirects": _flag,
     "upstream_reasoning_effort": _flag,
     "upstream_max_tokens": int,
@@ -358,6 +362,7 @@ TOPICS: dict[str, tuple[str, ...]] = {
         "allowed_host",
         "cors_origin",
         "ping_interval",
+        "no_ui",
     ),
     "agent": ("agent", "model", "app_dir", "echo_delay", "media_dir", "keep_media"),
     "relay (the openai agent)": OPENAI_ONLY,
@@ -551,7 +556,9 @@ def _parser() -> _Parser:
         described = f"{HELP[field.name]} (env {env_name(field.name)}{shown})"
         group = groups[topic_of(field.name)]
         flag = flag_name(field.name)
-        if KINDS.get(field.name) is _flag:
+        if KINDS.get(field.name) is _flag and field.name.startswith("no_"):  # --no-ui: no --no-no-ui
+            group.add_argument(flag, action="store_const", const=True, default=None, help=described)
+        elif KINDS.get(field.name) is _flag:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=described)
         elif field.name in REPEATABLE:
             group.add_argument(

@@ -82,6 +82,9 @@ def create_asgi_app(
     async def openapi(request: Request) -> Response:
         return _respond(service.openapi(request.headers))
 
+    async def page(request: Request) -> Response:
+        return _respond(service.page(request.headers, _route_path(request.scope)))
+
     async def stored_response(request: Request) -> Response:
         server = request.scope.get("server")
         local = server[0] if server else None
@@ -118,6 +121,11 @@ def create_asgi_app(
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *(
+                (Route("/", page, methods=["GET"]), Route("/ui/{name}", page, methods=["GET"]))
+                if service.ui is not None
+                else ()
+            ),
         ],
         exception_handlers={404: http_error, 405: http_error},
         lifespan=lifespan,

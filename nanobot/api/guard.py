@@ -46,6 +46,15 @@ def is_loopback(host: str) -> bool:
     return bool((mapped or address).is_loopback)
 
 
+def _is_address(name: str) -> bool:
+    """An IP address (IPv4, or IPv6 without brackets): no DNS name a rebinding page could own."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def host_name(host: str) -> str:
     """The name in a ``Host`` header, without its port."""
     if host.startswith("["):
@@ -65,18 +74,28 @@ class BrowserGuard:
         if not self.enabled:
             return
         origin = headers.get("origin")
-        if origin is not None and not self._cors.allows(origin):
+        host = headers.get("host")
+        if origin is not None and not self._cors.allows(origin) and not self._own_page(origin, host):
             raise Forbidden(
                 f"Requests from the web page at {origin!r} are refused: this server has no API key "
                 "(set one, or allow the origin with --cors-origin).",
                 code="origin_not_allowed",
             )
-        host = headers.get("host")
         if host and local_address and is_loopback(local_address) and not self._allows_host(host):
             raise MisdirectedRequest(
                 f"This server answers on loopback and does not serve the host {host!r} "
                 "(set an API key, or allow the host with --allowed-host).",
             )
+
+    def _own_page(self, origin: str, host: str | None) -> bool:
+        """A page this server served (the chat page at ``/``) calling it: ``Origin`` names the
+        ``Host`` the request went to, and that host is a loopback name, an IP address or a
+        host allowed by name. A rebinding page's origin names its own domain, so it never passes."""
+        scheme, _, authority = origin.partition("://")
+        if scheme not in ("http", "https") or not host or authority.lower() != host.lower():
+            return False
+        name = host_name(host).lower().rstrip(".")
+        return name in self._hosts or is_loopback(name) or _is_address(name)  # not '*': any name
 
     def _allows_host(self, host: str) -> bool:
         name = host_name(host).lower().rstrip(".")

@@ -76,6 +76,9 @@ def create_app(
     app.router.add_get("/health", _health)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/metrics", _metrics)
+    if service.ui is not None:
+        app.router.add_get("/", _page)
+        app.router.add_get("/ui/{name}", _page)
 
     async def drain(app: web.Application) -> None:
         await app[SERVICE].drain()  # the sites are closed; open turns get the drain time
@@ -202,6 +205,12 @@ async def _health(request: web.Request) -> web.StreamResponse:
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
     return _respond(request.app[SERVICE].metrics(request.headers))
+
+
+async def _page(request: web.Request) -> web.StreamResponse:
+    # The raw path: aiohttp reads a target such as '//health' as a URL with a host, whose path is '/'.
+    path = request.raw_path.partition("?")[0]
+    return _respond(request.app[SERVICE].page(request.headers, path))
 
 
 async def _openapi(request: web.Request) -> web.StreamResponse:

@@ -49,6 +49,7 @@ from nanobot.api.request import (
 from nanobot.api.sessions import Counted, SessionLocks, Sessions, Waiting
 from nanobot.api.tools import check_tool_results
 from nanobot.api.turns import AgentCancelled, Turns
+from nanobot.api.ui import ChatPage
 from nanobot.core.agent import Agent
 from nanobot.core.errors import (
     AgentFailed,
@@ -100,6 +101,7 @@ class ServiceOptions(TypedDict, total=False):
     metrics_public: bool
     response_store: ResponseStore | None
     model_aliases: Sequence[tuple[str, str]]
+    ui: bool
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -147,6 +149,7 @@ class ChatService:
         metrics_public: bool = False,
         response_store: ResponseStore | None = None,
         model_aliases: Sequence[tuple[str, str]] = (),
+        ui: bool = True,
     ) -> None:
         self.agent = agent
         self.model_name = model_name
@@ -182,6 +185,8 @@ class ChatService:
         }
         #: Other names the model answers to: ``(pattern, target)``, ``*`` allowed in patterns.
         self.model_aliases = tuple(model_aliases)
+        #: The chat page at ``/`` (``None``: turned off, ``/`` is a 404).
+        self.ui = ChatPage(model_name) if ui else None
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -212,6 +217,12 @@ class ChatService:
     def openapi(self, headers: Mapping[str, str]) -> JSONReply:
         """The API's OpenAPI document: public, like ``/health`` (it holds no secrets)."""
         return JSONReply(200, self.reply_headers(headers), self._openapi)
+
+    def page(self, headers: Mapping[str, str], path: str) -> JSONReply:
+        """``GET /`` and ``GET /ui/NAME``: the chat page and its files (public: they hold no secret)."""
+        base = self.reply_headers(headers)
+        reply = self.ui.reply(path, headers, base) if self.ui is not None else None
+        return reply if reply is not None else self.not_found(headers, "GET", path)
 
     def list_models(self, headers: Mapping[str, str]) -> JSONReply:
         return self._guarded(headers, lambda: {"object": "list", "data": [self._model_card()]})

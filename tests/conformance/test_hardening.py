@@ -268,7 +268,8 @@ async def test_a_non_ascii_api_key_works_the_same_on_both_stacks(serve: Serve) -
 )
 async def test_a_trailing_slash_is_a_404_on_both_stacks(serve: Serve, method: str, path: str) -> None:
     client = await serve(ScriptedAgent(["ok"]))
-    reply = await client.request(method, path, json=body())
+    url = client.base_url.copy_with(raw_path=path.encode())  # as given: httpx would send '//health' as '/'
+    reply = await client.request(method, url, json=body())
     assert_error(reply, 404)
 
 
