@@ -22,7 +22,25 @@ from nanobot.api.metrics import REQUESTS
 logger = logging.getLogger("nanobot.access")
 
 
-ROUTES = frozenset({"/v1/chat/completions", "/v1/models", "/health", "/openapi.json", "/metrics"})
+ROUTES = frozenset(
+    {
+        "/",
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/models",
+        "/health",
+        "/openapi.json",
+        "/metrics",
+    }
+)
+#: Routes with one variable segment: prefix, label.
+_PREFIXED = (
+    ("/v1/models/", "/v1/models/{model_id}"),
+    ("/v1/responses/", "/v1/responses/{response_id}"),
+    ("/ui/", "/ui/{file}"),
+)
 
 #: The status of a request whose client left before any answer was decided (nginx's code).
 CLIENT_LEFT = 499
@@ -32,8 +50,9 @@ def route_of(path: str) -> str:
     """The route a path belongs to, as a bounded metrics label ("unknown" for anything else)."""
     if path in ROUTES:
         return path
-    if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
-        return "/v1/models/{model_id}"
+    for prefix, label in _PREFIXED:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return label
     return "unknown"
 
 
