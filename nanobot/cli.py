@@ -114,7 +114,7 @@ def banner(settings: Settings, sock: socket.socket) -> str:
     auth = " -H 'Authorization: Bearer YOUR_API_KEY'" if settings.api_key else ""  # never the key
     return (
         f"nanobot serving agent {settings.agent!r} as model {settings.model!r} "
-        f"on {settings.stack} at {url}/v1\n"
+        f"on {settings.stack} at {url}/v1" + ("" if settings.no_ui else f" (chat page: {url}/)") + "\n"
         f"try: curl -N {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
         f'-d \'{{"model": "{settings.model}", "stream": true, '
         f'"messages": [{{"role": "user", "content": "hello there"}}]}}\''
