@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-ALLOWED_METHODS = "GET, POST, OPTIONS"
-ALLOWED_HEADERS = "authorization, content-type, x-request-id, x-session-id, x-openwebui-chat-id"
+ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"  # DELETE: a stored response
+ALLOWED_HEADERS = (
+    "authorization, content-type, x-request-id, x-session-id, x-openwebui-chat-id, "
+    "x-api-key, anthropic-version, anthropic-beta, session-id, thread-id"
+)
 EXPOSED_HEADERS = "x-request-id, x-should-retry, retry-after"
 
 

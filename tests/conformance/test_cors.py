@@ -27,14 +27,16 @@ async def test_off_by_default(serve: Serve) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models", "/anything"])
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/completions", "/v1/responses/resp_1", "/v1/messages", "/v1/models", "/anything"]
+)
 async def test_preflight_for_an_allowed_origin(serve: Serve, path: str) -> None:
     client = await serve(ScriptedAgent(["x"]), cors_origins=[SITE], api_key="k")
     response = await client.options(path, headers=PREFLIGHT)  # no key: browsers send none here
     assert response.status_code == 204
     assert response.content == b""
     assert response.headers["access-control-allow-origin"] == SITE
-    assert "POST" in response.headers["access-control-allow-methods"]
+    assert {"POST", "DELETE"} <= set(response.headers["access-control-allow-methods"].split(", "))
     assert response.headers["access-control-allow-headers"] == "authorization, content-type"
     assert response.headers["vary"] == "Origin"
 
