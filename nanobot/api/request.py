@@ -284,22 +284,28 @@ def _parse_messages(raw: object, limits: Limits) -> tuple[Message, ...]:
             code="too_many_messages",
         )
     messages = tuple(_parse_message(item, f"messages[{i}]") for i, item in enumerate(raw))
-    images = len(messages[-1].images)
-    if images > limits.max_images:
-        raise InvalidRequest(
-            f"The new message has {images} images; at most {limits.max_images} are accepted.",
-            param=f"messages[{len(raw) - 1}].content",
-            code="too_many_images",
-        )
     last = messages[-1]
-    if last.role not in ("user", "tool"):
+    # Too many images is reported first, whatever the role (as it always was).
+    if last.role not in ("user", "tool") and len(last.images) <= limits.max_images:
         raise InvalidRequest(
             "The last message must have role 'user' (or 'tool': a tool result).",
             param=f"messages[{len(raw) - 1}].role",
         )
-    if last.role == "user" and not last.content.strip() and not last.images:
-        raise InvalidRequest("The last user message is empty.", param=f"messages[{len(raw) - 1}].content")
+    check_new_message(last, f"messages[{len(raw) - 1}].content", limits)
     return messages
+
+
+def check_new_message(message: Message, where: str, limits: Limits) -> None:
+    """The new message (every dialect's last): not an empty user message, and at most
+    ``max_images`` images; ``where`` names its content in the error."""
+    if len(message.images) > limits.max_images:
+        raise InvalidRequest(
+            f"The new message has {len(message.images)} images; at most {limits.max_images} are accepted.",
+            param=where,
+            code="too_many_images",
+        )
+    if message.role == "user" and not message.content.strip() and not message.images:
+        raise InvalidRequest("The last user message is empty.", param=where)
 
 
 def _parse_message(item: object, where: str) -> Message:

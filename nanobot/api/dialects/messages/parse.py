@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from nanobot.api.request import ChatRequest, Limits, Message, load_object
+from nanobot.api.request import ChatRequest, Limits, Message, check_new_message, load_object
 from nanobot.core.errors import InvalidRequest
 from nanobot.core.events import ToolCall
 
@@ -249,15 +249,7 @@ def _messages(raw: object, system: str, limits: Limits) -> tuple[Message, ...]:
         out.pop()  # a prefill: the upstream answers the user message before it
     if not out:
         raise InvalidRequest("'messages' holds no user message.", param="messages")
-    last = out[-1]
-    if last.role == "user" and not last.content.strip() and not last.images:
-        raise InvalidRequest("The last user message is empty.", param=f"messages.{len(raw) - 1}.content")
-    if len(last.images) > limits.max_images:
-        raise InvalidRequest(
-            f"The new message has {len(last.images)} images; at most {limits.max_images} are accepted.",
-            param=f"messages.{len(raw) - 1}.content",
-            code="too_many_images",
-        )
+    check_new_message(out[-1], f"messages.{len(raw) - 1}.content", limits)
     head = (Message("system", "\n\n".join(systems)),) if systems else ()
     return head + tuple(out)
 

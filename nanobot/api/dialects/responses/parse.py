@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nanobot.api.request import ChatRequest, Limits, Message, load_object
+from nanobot.api.request import ChatRequest, Limits, Message, check_new_message, load_object
 from nanobot.api.tools import TOOL_NAME, parse_tools
 from nanobot.core.errors import InvalidRequest
 from nanobot.core.events import ToolCall
@@ -366,15 +366,7 @@ def _input(raw: object, limits: Limits) -> tuple[Message, ...]:
         raise InvalidRequest(
             "The last input item must be a user message or a 'function_call_output'.", param=f"input[{last}]"
         )
-    prompt = messages[-1]
-    if prompt.role == "user" and not prompt.content.strip() and not prompt.images:
-        raise InvalidRequest("The last user message is empty.", param=f"input[{last}].content")
-    if len(prompt.images) > limits.max_images:
-        raise InvalidRequest(
-            f"The new message has {len(prompt.images)} images; at most {limits.max_images} are accepted.",
-            param=f"input[{last}].content",
-            code="too_many_images",
-        )
+    check_new_message(messages[-1], f"input[{last}].content", limits)
     return tuple(messages)
 
 
