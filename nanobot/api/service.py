@@ -295,8 +295,7 @@ class ChatService:
             if self.turns.draining:
                 raise ShuttingDown("The server is shutting down; try again shortly.")
             form = is_form(headers.get("content-type", ""))
-            check_content_encoding(headers)
-            raw = await self._read(body, content_length)
+            raw = await self._read(headers, body, content_length)
             if len(raw) > PARSE_INLINE_LIMIT:
                 request, attachments = await asyncio.to_thread(self._parse, dialect, raw, headers, form)
             else:
@@ -333,7 +332,7 @@ class ChatService:
             self.authorize(headers)
             self.guard.check(headers, local_address)
             is_form(headers.get("content-type", ""))
-            raw = await self._read(body, content_length)
+            raw = await self._read(headers, body, content_length)
             request = count_request(raw, self.limits)
             self._check_model(request.model)
             return self._json(200, {"input_tokens": estimate_tokens(request)}, base)
@@ -472,7 +471,12 @@ class ChatService:
                 param="model",
             )
 
-    async def _read(self, body: AsyncIterable[bytes] | bytes, content_length: int | None) -> bytes:
+    async def _read(
+        self, headers: Mapping[str, str], body: AsyncIterable[bytes] | bytes, content_length: int | None
+    ) -> bytes:
+        """The body, refused before a byte is read if compressed (415) or declared too large (413),
+        within ``max_body_bytes`` and ``body_timeout``."""
+        check_content_encoding(headers)
         if isinstance(body, bytes):
             return check_body_size(body, limit=self.max_body_bytes, declared=content_length)
         try:

@@ -341,3 +341,13 @@ async def test_server_survives_many_bad_requests_in_parallel(serve: Serve) -> No
     statuses = {r.status_code for r in await asyncio.gather(*bad)}
     assert statuses == {400}
     assert (await client.post("/v1/chat/completions", json=HI)).status_code == 200
+
+
+async def test_every_route_with_a_body_refuses_a_compressed_one(serve: Serve) -> None:
+    """The check sits where every body is read, so no route inflates or misreads one."""
+    client = await serve(ScriptedAgent(["x"]))
+    body = gzip.compress(json.dumps({"max_tokens": 5, **HI}).encode())
+    headers = {**JSON, "Content-Encoding": "gzip"}
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"):
+        response = await client.post(path, content=body, headers=headers)
+        assert response.status_code == 415, (path, response.text)
