@@ -144,11 +144,11 @@ class ChatStream(EventEncoder):
         """Fast path for :class:`TextDelta`: one event for one token."""
         if self.state is not _STREAMING:
             raise StreamClosed(f"stream is {self.state.value}")
-        self.sent_text = True
-        if self.started:
+        if self.sent_text:  # every token after the first: one test, as before tools existed
             return self._format.delta(text)
-        self.started = True
-        return self._format.delta(text, first=True)
+        self.sent_text = True
+        first, self.started = not self.started, True
+        return self._format.delta(text, first=first)
 
     def reasoning(self, text: str) -> bytes:
         """A reasoning delta (or an activity line)."""
